@@ -1,0 +1,10 @@
+//! SecretProviderClass and SecretProviderClassPodStatus: their types and how keymount finds them.
+
+pub mod crd;
+pub mod lookup;
+
+pub use crd::{
+    SecretObject, SecretObjectData, SecretProviderClass, SecretProviderClassPodStatus,
+    SecretProviderClassSpec,
+};
+pub use lookup::{ClassSource, DirectoryClasses, LookupError, WatchedClasses};

@@ -1,0 +1,4 @@
+//! Everything keymount writes into a volume: path validation and the atomic writer.
+
+pub mod atomic_writer;
+pub mod paths;

@@ -1,0 +1,245 @@
+//! Validation of the file paths a provider returns, before anything is written.
+//!
+//! A provider is outside keymount's trust boundary: a path like `../x`, `/etc/x` or `..data`
+//! must never reach the file system.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path};
+
+/// Bounds on what one volume may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most files in one volume.
+    pub max_files: usize,
+    /// Most path components in one file path.
+    pub max_depth: usize,
+    /// Largest total size of all file contents, in bytes.
+    pub max_total_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_files: 1024,
+            max_depth: 8,
+            max_total_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a provider-returned file set was refused. Names the path, never the contents.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("file path is empty")]
+    Empty,
+    #[error("file path {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("file path {0:?} is absolute; only relative paths are allowed")]
+    Absolute(String),
+    #[error("file path {0:?} has a '..' component")]
+    ParentComponent(String),
+    #[error("file path {0:?} is not in clean form (no '.', empty or trailing components)")]
+    NotClean(String),
+    #[error("file path {0:?} starts with '..', which is reserved for the volume's own layout")]
+    Reserved(String),
+    #[error("file path {path:?} is too long ({len} bytes, at most {max})")]
+    TooLong { path: String, len: usize, max: usize },
+    #[error("file path {path:?} is too deep ({depth} components, at most {max})")]
+    TooDeep {
+        path: String,
+        depth: usize,
+        max: usize,
+    },
+    #[error("file path {0:?} appears more than once")]
+    Duplicate(String),
+    #[error("file path {file:?} is also used as a directory by {other:?}")]
+    FileDirConflict { file: String, other: String },
+    #[error("too many files: {count}, at most {max}")]
+    TooManyFiles { count: usize, max: usize },
+    #[error("files are too large: {total} bytes in all, at most {max}")]
+    TooLarge { total: u64, max: u64 },
+    #[error("file {path:?} has mode {mode:o}; only permission bits (0 to 0777) are allowed")]
+    BadMode { path: String, mode: i64 },
+}
+
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Checks one relative path: non-empty, relative, clean, no `..`, not reserved, bounded.
+pub fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
+    let owned = || path.to_owned();
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if path.contains('\0') {
+        return Err(PathError::Nul(owned()));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong {
+            path: owned(),
+            len: path.len(),
+            max: MAX_PATH_BYTES,
+        });
+    }
+    if path.starts_with('/') {
+        return Err(PathError::Absolute(owned()));
+    }
+    let mut depth = 0;
+    for raw in path.split('/') {
+        match raw {
+            ".." => return Err(PathError::ParentComponent(owned())),
+            "" | "." => return Err(PathError::NotClean(owned())),
+            _ if raw.len() > MAX_COMPONENT_BYTES => {
+                return Err(PathError::TooLong {
+                    path: owned(),
+                    len: raw.len(),
+                    max: MAX_COMPONENT_BYTES,
+                });
+            }
+            _ => depth += 1,
+        }
+    }
+    if path.starts_with("..") {
+        return Err(PathError::Reserved(owned()));
+    }
+    if depth > limits.max_depth {
+        return Err(PathError::TooDeep {
+            path: owned(),
+            depth,
+            max: limits.max_depth,
+        });
+    }
+    // Defence in depth: the std view must agree that this is a plain relative path.
+    if !Path::new(path)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(PathError::NotClean(owned()));
+    }
+    Ok(())
+}
+
+/// Checks a whole file set: every path, modes, duplicates, file/dir clashes, count and size.
+pub fn validate_set<'a>(
+    files: impl IntoIterator<Item = (&'a str, i64, u64)>,
+    limits: &Limits,
+) -> Result<(), PathError> {
+    let mut seen = BTreeSet::new();
+    let mut total: u64 = 0;
+    for (path, mode, size) in files {
+        validate_path(path, limits)?;
+        if !(0..=0o777).contains(&mode) {
+            return Err(PathError::BadMode {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        if !seen.insert(path) {
+            return Err(PathError::Duplicate(path.to_owned()));
+        }
+        if seen.len() > limits.max_files {
+            return Err(PathError::TooManyFiles {
+                count: seen.len(),
+                max: limits.max_files,
+            });
+        }
+        total = total.saturating_add(size);
+        if total > limits.max_total_bytes {
+            return Err(PathError::TooLarge {
+                total,
+                max: limits.max_total_bytes,
+            });
+        }
+    }
+    // A path may not be both a file and a parent directory of another file ("a" and "a/b").
+    for path in &seen {
+        let prefix = format!("{path}/");
+        if let Some(other) = seen.range::<&str, _>(prefix.as_str()..).next()
+            && other.starts_with(&prefix)
+        {
+            return Err(PathError::FileDirConflict {
+                file: (*path).to_owned(),
+                other: (*other).to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str) -> Result<(), PathError> {
+        validate_path(path, &Limits::default())
+    }
+
+    #[test]
+    fn accepts_plain_and_nested_relative_paths() {
+        for ok in ["password", "db/user", "a.b-c_d", "tls.crt", "x/..y", "x/y..z"] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_reserved_names() {
+        assert!(matches!(check("../x"), Err(PathError::ParentComponent(_))));
+        assert!(matches!(
+            check("a/../../x"),
+            Err(PathError::ParentComponent(_))
+        ));
+        assert!(matches!(check("/etc/x"), Err(PathError::Absolute(_))));
+        assert!(matches!(check(""), Err(PathError::Empty)));
+        assert!(matches!(check("a\0b"), Err(PathError::Nul(_))));
+        assert!(matches!(check("..data"), Err(PathError::Reserved(_))));
+        assert!(matches!(
+            check("..2026_01_01_00_00_00.1"),
+            Err(PathError::Reserved(_))
+        ));
+        assert!(matches!(check("./a"), Err(PathError::NotClean(_))));
+        assert!(matches!(check("a//b"), Err(PathError::NotClean(_))));
+        assert!(matches!(check("a/"), Err(PathError::NotClean(_))));
+        assert!(matches!(check(".."), Err(PathError::ParentComponent(_))));
+    }
+
+    #[test]
+    fn refuses_oversized_and_deep_paths() {
+        let long = "a".repeat(256);
+        assert!(matches!(check(&long), Err(PathError::TooLong { .. })));
+        let deep = vec!["d"; 9].join("/");
+        assert!(matches!(check(&deep), Err(PathError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn set_refuses_duplicates_conflicts_counts_sizes_and_modes() {
+        let limits = Limits {
+            max_files: 2,
+            max_depth: 8,
+            max_total_bytes: 10,
+        };
+        assert!(matches!(
+            validate_set([("a", 0o644, 1), ("a", 0o644, 1)], &limits),
+            Err(PathError::Duplicate(_))
+        ));
+        assert!(matches!(
+            validate_set([("a", 0o644, 1), ("a/b", 0o644, 1)], &limits),
+            Err(PathError::FileDirConflict { .. })
+        ));
+        assert!(matches!(
+            validate_set([("a", 0o644, 1), ("b", 0o644, 1), ("c", 0o644, 1)], &limits),
+            Err(PathError::TooManyFiles { .. })
+        ));
+        assert!(matches!(
+            validate_set([("a", 0o644, 11)], &limits),
+            Err(PathError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_set([("a", 0o4755, 1)], &limits),
+            Err(PathError::BadMode { .. })
+        ));
+        assert_eq!(
+            validate_set([("a", 0o600, 5), ("ab/c", 0o644, 5)], &limits),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! tmpfs mounts through `nix` (which wraps the syscalls safely).
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+/// Mounts a fresh tmpfs at `target` with nodev, nosuid, noexec, a root mode of 0755 and,
+/// when given, a size limit in bytes.
+pub fn mount_tmpfs(target: &Path, size_limit: Option<u64>) -> io::Result<()> {
+    let mut data = String::from("mode=0755");
+    if let Some(bytes) = size_limit {
+        data.push_str(&format!(",size={bytes}"));
+    }
+    let flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Unmounts `target`. A path that is not mounted (or does not exist) is not an error.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when `target` is the root of a mount: its device differs from its parent's, or it
+/// is the same inode as its parent (the root). A missing path is not a mount point.
+pub fn is_mount_point(target: &Path) -> io::Result<bool> {
+    let meta = match std::fs::symlink_metadata(target) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let parent_meta = std::fs::metadata(parent)?;
+    Ok(meta.dev() != parent_meta.dev() || meta.ino() == parent_meta.ino())
+}

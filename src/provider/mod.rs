@@ -1,0 +1,168 @@
+//! Providers: where secret values come from. A provider is either built in (Vault, AWS) or an
+//! external plugin speaking the upstream `v1alpha1.CSIDriverProvider` API on a unix socket;
+//! both sit behind the [`Provider`] trait, so publish code cannot tell them apart.
+
+pub mod plugin;
+pub mod tokens;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::fs::atomic_writer::Payload;
+use crate::redact::Redacted;
+pub use tokens::{AudienceToken, ServiceAccountTokens};
+
+/// The id and version of one mounted object, as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ObjectVersion {
+    pub id: String,
+    pub version: String,
+}
+
+/// Everything a provider gets for one mount.
+#[derive(Debug, Clone)]
+pub struct MountInput {
+    /// `namespace/name` of the SecretProviderClass (for messages).
+    pub class: String,
+    /// Class parameters overlaid by the volume context (the tokens key is not in here).
+    pub attributes: BTreeMap<String, String>,
+    /// The pod's ServiceAccount tokens, as kubelet handed them over.
+    pub tokens: ServiceAccountTokens,
+    /// `nodePublishSecretRef` data.
+    pub secrets: Redacted<BTreeMap<String, String>>,
+    /// Where the volume is mounted (providers that write files themselves use it).
+    pub target_path: PathBuf,
+    /// Default file mode (0644).
+    pub permission: u32,
+    /// The versions currently mounted, so a provider can skip unchanged objects.
+    pub current_versions: Vec<ObjectVersion>,
+}
+
+impl MountInput {
+    /// Pod namespace from the volume context, if kubelet sent it.
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.attributes
+            .get("csi.storage.k8s.io/pod.namespace")
+            .map(String::as_str)
+    }
+
+    /// Pod name from the volume context, if kubelet sent it.
+    pub fn pod_name(&self) -> Option<&str> {
+        self.attributes
+            .get("csi.storage.k8s.io/pod.name")
+            .map(String::as_str)
+    }
+
+    /// Pod ServiceAccount name from the volume context, if kubelet sent it.
+    pub fn service_account(&self) -> Option<&str> {
+        self.attributes
+            .get("csi.storage.k8s.io/serviceAccount.name")
+            .map(String::as_str)
+    }
+}
+
+/// What a provider returns for one mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountOutput {
+    /// The files to write. Empty from an external plugin means it wrote them itself.
+    pub files: Vec<Payload>,
+    /// One version per object.
+    pub versions: Vec<ObjectVersion>,
+    /// The earliest moment some object must be fetched again (e.g. a Vault lease's end).
+    pub refresh_before: Option<DateTime<Utc>>,
+}
+
+/// A provider failure. `code` is what kubelet sees; `reason` is the metrics `error_type`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    code: tonic::Code,
+    reason: String,
+    message: String,
+}
+
+impl ProviderError {
+    /// A failure with its gRPC code, a short machine reason and a message for humans.
+    /// The message must never hold a secret value or token.
+    pub fn new(code: tonic::Code, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The gRPC code that fits the failure.
+    pub fn code(&self) -> tonic::Code {
+        self.code
+    }
+
+    /// The metrics `error_type` label.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// A source of secret values.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// Fetches the objects a class names, with the pod's own identity.
+    async fn mount(&self, input: &MountInput) -> Result<MountOutput, ProviderError>;
+}
+
+/// Why no provider could be found for a class.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("provider name {0:?} is invalid: it must match ^[a-zA-Z0-9_-]{{0,30}}$")]
+    InvalidName(String),
+    #[error("provider {name:?} not found: no socket {name}.sock in {dirs}")]
+    NotFound { name: String, dirs: String },
+}
+
+/// Every provider keymount can call: built-in ones by name, then external plugins.
+#[derive(Debug)]
+pub struct Providers {
+    builtin: BTreeMap<String, Arc<dyn Provider>>,
+    plugins: plugin::PluginClients,
+}
+
+impl Providers {
+    /// A registry with no built-in provider and the given plugin client settings.
+    pub fn new(plugins: plugin::PluginClients) -> Self {
+        Self {
+            builtin: BTreeMap::new(),
+            plugins,
+        }
+    }
+
+    /// Serves `name` in-process.
+    pub fn with_builtin(mut self, name: &str, provider: Arc<dyn Provider>) -> Self {
+        self.builtin.insert(name.to_owned(), provider);
+        self
+    }
+
+    /// The provider for `name`: built-in first, else a plugin socket.
+    pub fn resolve(&self, name: &str) -> Result<Arc<dyn Provider>, ResolveError> {
+        let valid = name.len() <= 30
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid || name.is_empty() {
+            return Err(ResolveError::InvalidName(name.to_owned()));
+        }
+        if let Some(provider) = self.builtin.get(name) {
+            return Ok(provider.clone());
+        }
+        self.plugins.get(name)
+    }
+
+    /// Names of the built-in providers that are enabled.
+    pub fn builtin_names(&self) -> impl Iterator<Item = &str> {
+        self.builtin.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,14 @@
+//! Publishing and unpublishing volumes: the orchestration between class lookup, providers,
+//! the tmpfs mount, the atomic writer and the pod status object.
+
+pub mod context;
+pub mod locks;
+pub mod pod_status;
+pub mod publish;
+pub mod service;
+pub mod state;
+pub mod unpublish;
+
+pub use publish::{AccessType, PublishError, PublishRequest};
+pub use service::{NodeConfig, VolumeService};
+pub use unpublish::{UnpublishError, UnpublishRequest};

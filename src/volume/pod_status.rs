@@ -1,0 +1,73 @@
+//! The SecretProviderClassPodStatus object, written exactly as upstream names and shapes it
+//! (users, restart controllers and the sync controller read it).
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::class::crd::{GROUP, NODE_LABEL, PodStatusObject, SecretProviderClassPodStatus};
+use crate::provider::ObjectVersion;
+
+/// Field manager of every object keymount writes.
+pub const FIELD_MANAGER: &str = "keymount";
+
+/// What the status object records for one pod and class.
+#[derive(Debug)]
+pub struct PodStatusInput<'a> {
+    pub node_id: &'a str,
+    pub namespace: &'a str,
+    pub pod_name: &'a str,
+    pub pod_uid: &'a str,
+    pub class: &'a str,
+    pub target_path: &'a str,
+    pub versions: &'a [ObjectVersion],
+}
+
+/// Upstream's name: `<pod>-<namespace>-<class>`.
+pub fn object_name(pod: &str, namespace: &str, class: &str) -> String {
+    format!("{pod}-{namespace}-{class}")
+}
+
+/// Creates or updates the object with one server-side apply (owner: the pod; label: the node).
+pub async fn apply(client: &kube::Client, input: &PodStatusInput<'_>) -> Result<(), kube::Error> {
+    let name = object_name(input.pod_name, input.namespace, input.class);
+    let mut objects: Vec<PodStatusObject> = input
+        .versions
+        .iter()
+        .map(|v| PodStatusObject {
+            id: v.id.clone(),
+            version: v.version.clone(),
+        })
+        .collect();
+    objects.sort();
+    let body = json!({
+        "apiVersion": format!("{GROUP}/v1"),
+        "kind": "SecretProviderClassPodStatus",
+        "metadata": {
+            "name": name,
+            "namespace": input.namespace,
+            "labels": { NODE_LABEL: input.node_id },
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": input.pod_name,
+                "uid": input.pod_uid,
+            }],
+        },
+        "status": {
+            "podName": input.pod_name,
+            "secretProviderClassName": input.class,
+            "mounted": true,
+            "targetPath": input.target_path,
+            "objects": objects,
+        },
+    });
+    let api: Api<SecretProviderClassPodStatus> = Api::namespaced(client.clone(), input.namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The volume service: what NodePublishVolume and NodeUnpublishVolume call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::class::ClassSource;
+use crate::fs::paths::Limits;
+use crate::metrics::Metrics;
+use crate::provider::Providers;
+
+use super::locks::VolumeLocks;
+use super::state::VolumeStates;
+
+/// Class annotation that overrides the rotation interval for one class (e.g. `30s`, `1h`).
+pub const ROTATION_INTERVAL_ANNOTATION: &str = "keymount.io/rotation-poll-interval";
+/// Class annotation whose change makes the next republish fetch at once (on-demand refresh).
+pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-at";
+
+/// Node-wide settings of the volume service.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's name (label of the pod status objects).
+    pub node_id: String,
+    /// Size limit of each tmpfs, in bytes.
+    pub tmpfs_size: Option<u64>,
+    /// Bounds on what a provider may return.
+    pub limits: Limits,
+    /// Deadline for one provider call.
+    pub provider_timeout: Duration,
+    /// Republish interval; `None` disables rotation (a republish of a mounted volume is a no-op).
+    pub rotation_interval: Option<Duration>,
+}
+
+/// Publishes and unpublishes volumes.
+pub struct VolumeService {
+    pub(crate) config: NodeConfig,
+    pub(crate) classes: Arc<dyn ClassSource>,
+    pub(crate) providers: Arc<Providers>,
+    pub(crate) kube: Option<kube::Client>,
+    pub(crate) states: VolumeStates,
+    pub(crate) locks: VolumeLocks,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for VolumeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeService")
+            .field("config", &self.config)
+            .field("classes", &self.classes)
+            .field("providers", &self.providers)
+            .field("api_server", &self.kube.is_some())
+            .field("volumes", &self.states.len())
+            .finish()
+    }
+}
+
+impl VolumeService {
+    /// Wires the service. `kube` is `None` in local mode (no pod status objects).
+    pub fn new(
+        config: NodeConfig,
+        classes: Arc<dyn ClassSource>,
+        providers: Arc<Providers>,
+        kube: Option<kube::Client>,
+        states: VolumeStates,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            classes,
+            providers,
+            kube,
+            states,
+            locks: VolumeLocks::default(),
+            metrics,
+        }
+    }
+
+    /// Ready once the class source has synced.
+    pub fn is_ready(&self) -> bool {
+        self.classes.is_synced()
+    }
+
+    /// The records of published volumes.
+    pub fn states(&self) -> &VolumeStates {
+        &self.states
+    }
+
+    /// This node's settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+}
