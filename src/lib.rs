@@ -2,11 +2,17 @@
 
 #![forbid(unsafe_code)]
 
-pub mod proto;
 pub mod class;
+pub mod cli;
+pub mod cmd;
+pub mod csi;
 pub mod fs;
+pub mod http;
 pub mod metrics;
 pub mod mount;
+pub mod proto;
 pub mod provider;
 pub mod redact;
+pub mod shutdown;
+pub mod telemetry;
 pub mod volume;

@@ -1,1 +1,22 @@
-fn main() {}
+//! The `keymount` binary: parse the command line, run the chosen role, map the result to an
+//! exit code.
+
+use clap::Parser;
+use keymount::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    keymount::telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Node(args) => keymount::cmd::node::run(*args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("keymount: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -91,17 +91,61 @@ impl Metrics {
             sync_duration: Family::new_with_constructor(seconds_buckets),
         };
         let r = &mut m.registry;
-        r.register("node_publish", "Successful NodePublishVolume calls", m.node_publish.clone());
-        r.register("node_publish_error", "Failed NodePublishVolume calls", m.node_publish_error.clone());
-        r.register("node_unpublish", "Successful NodeUnpublishVolume calls", m.node_unpublish.clone());
-        r.register("node_unpublish_error", "Failed NodeUnpublishVolume calls", m.node_unpublish_error.clone());
-        r.register("node_publish_duration_seconds", "NodePublishVolume latency", m.publish_duration.clone());
-        r.register("rotation_reconcile", "Republishes that asked the provider", m.rotation_reconcile.clone());
-        r.register("rotation_reconcile_error", "Failed rotations (old content kept)", m.rotation_reconcile_error.clone());
-        r.register("rotation_reconcile_duration_sec", "Rotation latency", m.rotation_duration.clone());
-        r.register("sync_k8s_secret", "Kubernetes Secrets written by the sync", m.sync_secret.clone());
-        r.register("sync_k8s_secret_error", "Failed Kubernetes Secret syncs", m.sync_secret_error.clone());
-        r.register("sync_k8s_secret_duration_sec", "Kubernetes Secret sync latency", m.sync_duration.clone());
+        r.register(
+            "node_publish",
+            "Successful NodePublishVolume calls",
+            m.node_publish.clone(),
+        );
+        r.register(
+            "node_publish_error",
+            "Failed NodePublishVolume calls",
+            m.node_publish_error.clone(),
+        );
+        r.register(
+            "node_unpublish",
+            "Successful NodeUnpublishVolume calls",
+            m.node_unpublish.clone(),
+        );
+        r.register(
+            "node_unpublish_error",
+            "Failed NodeUnpublishVolume calls",
+            m.node_unpublish_error.clone(),
+        );
+        r.register(
+            "node_publish_duration_seconds",
+            "NodePublishVolume latency",
+            m.publish_duration.clone(),
+        );
+        r.register(
+            "rotation_reconcile",
+            "Republishes that asked the provider",
+            m.rotation_reconcile.clone(),
+        );
+        r.register(
+            "rotation_reconcile_error",
+            "Failed rotations (old content kept)",
+            m.rotation_reconcile_error.clone(),
+        );
+        r.register(
+            "rotation_reconcile_duration_sec",
+            "Rotation latency",
+            m.rotation_duration.clone(),
+        );
+        r.register(
+            "sync_k8s_secret",
+            "Kubernetes Secrets written by the sync",
+            m.sync_secret.clone(),
+        );
+        r.register(
+            "sync_k8s_secret_error",
+            "Failed Kubernetes Secret syncs",
+            m.sync_secret_error.clone(),
+        );
+        r.register(
+            "sync_k8s_secret_duration_sec",
+            "Kubernetes Secret sync latency",
+            m.sync_duration.clone(),
+        );
         m
     }
 
@@ -122,7 +166,9 @@ impl Metrics {
     pub fn publish(&self, provider: &str, error_type: Option<&str>, seconds: f64) {
         match error_type {
             None => {
-                self.node_publish.get_or_create(&Self::provider(provider)).inc();
+                self.node_publish
+                    .get_or_create(&Self::provider(provider))
+                    .inc();
             }
             Some(error_type) => {
                 self.node_publish_error
@@ -172,14 +218,18 @@ impl Metrics {
                     .inc();
             }
         }
-        self.rotation_duration.get_or_create(&Self::os()).observe(seconds);
+        self.rotation_duration
+            .get_or_create(&Self::os())
+            .observe(seconds);
     }
 
     /// A Kubernetes Secret sync ended.
     pub fn sync(&self, provider: &str, error_type: Option<&str>, seconds: f64) {
         match error_type {
             None => {
-                self.sync_secret.get_or_create(&Self::provider(provider)).inc();
+                self.sync_secret
+                    .get_or_create(&Self::provider(provider))
+                    .inc();
             }
             Some(error_type) => {
                 self.sync_secret_error
@@ -191,7 +241,9 @@ impl Metrics {
                     .inc();
             }
         }
-        self.sync_duration.get_or_create(&Self::os()).observe(seconds);
+        self.sync_duration
+            .get_or_create(&Self::os())
+            .observe(seconds);
     }
 
     /// The text exposition format.

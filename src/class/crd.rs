@@ -132,7 +132,9 @@ pub struct PodStatusStatus {
 }
 
 /// One mounted object's id and version.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub struct PodStatusObject {
     #[serde(default)]
     pub id: String,

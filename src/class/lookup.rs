@@ -175,12 +175,11 @@ impl DirectoryClasses {
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(read_err)?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value = serde_yaml::Value::deserialize(doc).map_err(|source| {
-                    LookupError::Parse {
+                let value =
+                    serde_yaml::Value::deserialize(doc).map_err(|source| LookupError::Parse {
                         file: file.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 if value.get("kind").and_then(|k| k.as_str()) != Some("SecretProviderClass") {
                     continue;
                 }

@@ -82,8 +82,7 @@ pub fn write(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
     for name in &new_names {
         let link = target.join(name);
         if fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new(DATA_LINK).join(name), &link)
-                .map_err(at("create symlink", &link))?;
+            symlink(Path::new(DATA_LINK).join(name), &link).map_err(at("create symlink", &link))?;
         }
     }
     if let Some(old) = old_dir {
@@ -206,19 +205,28 @@ mod tests {
     fn writes_the_kubelet_layout() {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path();
-        let files = [payload("user", 0o600, "admin"), payload("db/pass", 0o640, "pw")];
+        let files = [
+            payload("user", 0o600, "admin"),
+            payload("db/pass", 0o640, "pw"),
+        ];
         assert_eq!(write(t, &files).unwrap(), Outcome::Written);
 
         assert_eq!(fs::read_to_string(t.join("user")).unwrap(), "admin");
         assert_eq!(fs::read_to_string(t.join("db/pass")).unwrap(), "pw");
-        assert_eq!(fs::read_link(t.join("user")).unwrap(), Path::new("..data/user"));
+        assert_eq!(
+            fs::read_link(t.join("user")).unwrap(),
+            Path::new("..data/user")
+        );
         assert_eq!(fs::read_link(t.join("db")).unwrap(), Path::new("..data/db"));
         let generation = fs::read_link(t.join("..data")).unwrap();
         assert!(generation.to_string_lossy().starts_with("..20"));
         let gen_mode = fs::metadata(t.join(&generation)).unwrap().mode() & 0o777;
         assert_eq!(gen_mode, 0o755);
         assert_eq!(fs::metadata(t.join("user")).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(t.join("db/pass")).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(t.join("db/pass")).unwrap().mode() & 0o777,
+            0o640
+        );
     }
 
     #[test]
@@ -230,9 +238,15 @@ mod tests {
         let before = fs::metadata(t.join("a")).unwrap();
         assert_eq!(write(t, &files).unwrap(), Outcome::Unchanged);
         let after = fs::metadata(t.join("a")).unwrap();
-        assert_eq!((before.ino(), before.mtime_nsec()), (after.ino(), after.mtime_nsec()));
+        assert_eq!(
+            (before.ino(), before.mtime_nsec()),
+            (after.ino(), after.mtime_nsec())
+        );
         // A mode change alone is a change.
-        assert_eq!(write(t, &[payload("a", 0o600, "1")]).unwrap(), Outcome::Written);
+        assert_eq!(
+            write(t, &[payload("a", 0o600, "1")]).unwrap(),
+            Outcome::Written
+        );
     }
 
     #[test]
@@ -243,7 +257,10 @@ mod tests {
         let old = fs::read_link(t.join("..data")).unwrap();
         write(t, &[payload("a", 0o644, "3")]).unwrap();
         assert_eq!(fs::read_to_string(t.join("a")).unwrap(), "3");
-        assert!(fs::symlink_metadata(t.join("b")).is_err(), "stale link removed");
+        assert!(
+            fs::symlink_metadata(t.join("b")).is_err(),
+            "stale link removed"
+        );
         assert!(!t.join(&old).exists(), "old generation removed");
         let names: BTreeSet<_> = fs::read_dir(t)
             .unwrap()

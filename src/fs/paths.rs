@@ -43,7 +43,11 @@ pub enum PathError {
     #[error("file path {0:?} starts with '..', which is reserved for the volume's own layout")]
     Reserved(String),
     #[error("file path {path:?} is too long ({len} bytes, at most {max})")]
-    TooLong { path: String, len: usize, max: usize },
+    TooLong {
+        path: String,
+        len: usize,
+        max: usize,
+    },
     #[error("file path {path:?} is too deep ({depth} components, at most {max})")]
     TooDeep {
         path: String,
@@ -176,7 +180,9 @@ mod tests {
 
     #[test]
     fn accepts_plain_and_nested_relative_paths() {
-        for ok in ["password", "db/user", "a.b-c_d", "tls.crt", "x/..y", "x/y..z"] {
+        for ok in [
+            "password", "db/user", "a.b-c_d", "tls.crt", "x/..y", "x/y..z",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
     }

@@ -143,22 +143,22 @@ impl PluginProvider {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut wait = self.settings.backoff;
-            let mut attempt = 1;
-            loop {
-                match f(self.client.clone()).await {
-                    Ok(response) => return Ok(response.into_inner()),
-                    Err(status)
-                        if status.code() == tonic::Code::Unavailable
-                            && attempt < self.settings.attempts =>
-                    {
-                        tracing::debug!(provider = %self.name, attempt, "provider unavailable; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait = wait.mul_f32(1.5);
-                        attempt += 1;
-                    }
-                    Err(status) => return Err(self.status_error(call, &status)),
+        let mut attempt = 1;
+        loop {
+            match f(self.client.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && attempt < self.settings.attempts =>
+                {
+                    tracing::debug!(provider = %self.name, attempt, "provider unavailable; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = wait.mul_f32(1.5);
+                    attempt += 1;
                 }
+                Err(status) => return Err(self.status_error(call, &status)),
             }
+        }
     }
 
     async fn handshake(&self) -> Result<(), ProviderError> {

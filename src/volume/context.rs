@@ -23,7 +23,9 @@ pub struct VolumeContext {
 
 /// The volume context could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("volume context: {0} (is podInfoOnMount set on the CSIDriver, and secretProviderClass in the pod's volumeAttributes?)")]
+#[error(
+    "volume context: {0} (is podInfoOnMount set on the CSIDriver, and secretProviderClass in the pod's volumeAttributes?)"
+)]
 pub struct ContextError(String);
 
 impl VolumeContext {
@@ -79,8 +81,8 @@ mod tests {
 
     #[test]
     fn missing_keys_are_named() {
-        let err = VolumeContext::parse(&map(&[("csi.storage.k8s.io/pod.namespace", "a")]))
-            .unwrap_err();
+        let err =
+            VolumeContext::parse(&map(&[("csi.storage.k8s.io/pod.namespace", "a")])).unwrap_err();
         assert!(err.to_string().contains("secretProviderClass"), "{err}");
         let err = VolumeContext::parse(&map(&[("secretProviderClass", "db")])).unwrap_err();
         assert!(

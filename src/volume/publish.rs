@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use super::VolumeService;
 use super::context::{ContextError, VolumeContext};
 use super::pod_status::{self, PodStatusInput};
 use super::service::{REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::{StateError, VolumeRecord};
 use super::unpublish::remove_target;
-use super::VolumeService;
 use crate::class::{LookupError, SecretProviderClass};
 use crate::fs::atomic_writer::{self, Outcome, WriteError};
 use crate::fs::paths::{self, PathError};
@@ -101,7 +101,9 @@ pub enum PublishError {
         provider: String,
         seconds: u64,
     },
-    #[error("SecretProviderClass {class}: provider {provider:?} returned an unsafe file set: {source}")]
+    #[error(
+        "SecretProviderClass {class}: provider {provider:?} returned an unsafe file set: {source}"
+    )]
     InvalidFiles {
         class: String,
         provider: String,
@@ -149,9 +151,9 @@ impl PublishError {
             | Self::Context(_)
             | Self::Tokens(_) => "InvalidArgument",
             Self::Busy(_) => "Busy",
-            Self::LookupClass(_) | Self::ClassWithoutProvider { .. } | Self::ClassWithoutParameters { .. } => {
-                "SecretProviderClassNotFound"
-            }
+            Self::LookupClass(_)
+            | Self::ClassWithoutProvider { .. }
+            | Self::ClassWithoutParameters { .. } => "SecretProviderClassNotFound",
             Self::ResolveProvider { .. } => "FailedToLookupProviderGRPCClient",
             Self::Provider { source, .. } => source.reason(),
             Self::ProviderTimeout { .. } => "GRPCProviderError",
@@ -229,7 +231,8 @@ impl VolumeService {
                 tracing::debug!(?outcome, seconds, "publish done");
             }
             Err(error) => {
-                self.metrics.publish(&provider_name, Some(error.reason()), seconds);
+                self.metrics
+                    .publish(&provider_name, Some(error.reason()), seconds);
                 tracing::warn!(%error, "publish failed");
             }
         }
@@ -247,10 +250,11 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| PublishError::Busy(req.volume_id.clone()))?;
 
-        let mounted = mount::is_mount_point(&v.target).map_err(|source| PublishError::CheckMount {
-            path: v.target.clone(),
-            source,
-        })?;
+        let mounted =
+            mount::is_mount_point(&v.target).map_err(|source| PublishError::CheckMount {
+                path: v.target.clone(),
+                source,
+            })?;
         let record = self.states.get(&req.volume_id).filter(|_| mounted);
         if let Some(record) = &record {
             *provider_name = record.provider.clone();
@@ -286,13 +290,13 @@ impl VolumeService {
             .ok_or_else(|| PublishError::ClassWithoutParameters {
                 class: class_id.clone(),
             })?;
-        let provider = self
-            .providers
-            .resolve(&name)
-            .map_err(|source| PublishError::ResolveProvider {
-                class: class_id.clone(),
-                source,
-            })?;
+        let provider =
+            self.providers
+                .resolve(&name)
+                .map_err(|source| PublishError::ResolveProvider {
+                    class: class_id.clone(),
+                    source,
+                })?;
 
         // Upstream's attributes: class parameters overlaid by every volume context entry.
         let mut attributes = parameters;
@@ -309,7 +313,10 @@ impl VolumeService {
             secrets: req.secrets.clone(),
             target_path: v.target.clone(),
             permission: DEFAULT_PERMISSION,
-            current_versions: record.as_ref().map(|r| r.versions.clone()).unwrap_or_default(),
+            current_versions: record
+                .as_ref()
+                .map(|r| r.versions.clone())
+                .unwrap_or_default(),
         };
         let work = Work {
             req,
@@ -456,7 +463,8 @@ impl VolumeService {
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(changed) => {
-                self.metrics.rotation(work.provider_name, changed, None, seconds);
+                self.metrics
+                    .rotation(work.provider_name, changed, None, seconds);
                 if changed {
                     tracing::info!(class = %work.class_id, "rotated: new content swapped in");
                 }
@@ -471,7 +479,11 @@ impl VolumeService {
         }
     }
 
-    async fn record_pod_status(&self, work: &Work<'_>, output: &MountOutput) -> Result<(), PublishError> {
+    async fn record_pod_status(
+        &self,
+        work: &Work<'_>,
+        output: &MountOutput,
+    ) -> Result<(), PublishError> {
         let (Some(client), Some(pod_name), Some(pod_uid)) = (
             self.kube.as_ref(),
             work.context.pod_name.as_deref(),
@@ -491,7 +503,11 @@ impl VolumeService {
         pod_status::apply(client, &input)
             .await
             .map_err(|source| PublishError::UpdatePodStatus {
-                name: pod_status::object_name(pod_name, &work.context.pod_namespace, &work.context.class),
+                name: pod_status::object_name(
+                    pod_name,
+                    &work.context.pod_namespace,
+                    &work.context.class,
+                ),
                 source,
             })
     }

@@ -78,7 +78,9 @@ impl VolumeStates {
                     Some(record) => {
                         records.insert(record.volume_id.clone(), Arc::new(record));
                     }
-                    None => tracing::warn!(path = %path.display(), "ignoring unreadable volume state file"),
+                    None => {
+                        tracing::warn!(path = %path.display(), "ignoring unreadable volume state file")
+                    }
                 }
             }
             tracing::info!(volumes = records.len(), dir = %dir.display(), "volume state loaded");

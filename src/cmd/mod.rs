@@ -1,0 +1,3 @@
+//! The subcommands of the `keymount` binary.
+
+pub mod node;

@@ -1,0 +1,125 @@
+//! `keymount node`: wires the class source, providers, volume service, CSI socket and HTTP
+//! server, and runs them until a signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
+use crate::class::{ClassSource, DirectoryClasses, WatchedClasses};
+use crate::cli::NodeArgs;
+use crate::csi::{IdentityService, NodeService, server};
+use crate::fs::paths::Limits;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::provider::plugin::{PluginClients, PluginSettings};
+use crate::provider::{Providers, builtin};
+use crate::volume::state::VolumeStates;
+use crate::volume::{NodeConfig, VolumeService};
+
+/// A client for the API server: from `--kubeconfig`, else in-cluster/inferred.
+pub async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster configuration found")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs the node plugin until SIGTERM/SIGINT.
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signals()?;
+    let metrics = Arc::new(Metrics::new());
+    let socket = server::socket_path(&args.endpoint)?;
+
+    let mut tasks = Vec::new();
+    let (classes, kube): (Arc<dyn ClassSource>, _) = match &args.class_dir {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "local mode: classes from a directory, no API server");
+            (Arc::new(DirectoryClasses::new(dir)), None)
+        }
+        None => {
+            let client = kube_client(args.kubeconfig.as_ref()).await?;
+            let (watched, task) = WatchedClasses::start(client.clone(), shutdown.clone());
+            tasks.push(task);
+            (Arc::new(watched), Some(client))
+        }
+    };
+
+    let plugins = PluginClients::new(PluginSettings {
+        dirs: args.provider_dirs(),
+        max_message_bytes: args.max_call_recv_msg_size,
+        ..PluginSettings::default()
+    });
+    let providers = builtin::register(Providers::new(plugins), &args, kube.clone())?;
+    tracing::info!(builtin = ?providers.builtin_names().collect::<Vec<_>>(), "providers ready");
+
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| {
+        socket
+            .parent()
+            .map(|p| p.join("state"))
+            .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
+    });
+    let states = VolumeStates::load(Some(state_dir))?;
+    let config = NodeConfig {
+        node_id: args.node_id.clone(),
+        tmpfs_size: Some(args.tmpfs_size),
+        limits: Limits {
+            max_total_bytes: args.tmpfs_size,
+            ..Limits::default()
+        },
+        provider_timeout: args.provider_timeout,
+        rotation_interval: args
+            .enable_secret_rotation
+            .then_some(args.rotation_poll_interval),
+    };
+    let volumes = Arc::new(VolumeService::new(
+        config,
+        classes,
+        Arc::new(providers),
+        kube,
+        states,
+        metrics.clone(),
+    ));
+
+    let serving = Arc::new(AtomicBool::new(false));
+    let addr = http::parse_addr(&args.metrics_addr)
+        .with_context(|| format!("--metrics-addr {:?}", args.metrics_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind metrics address {addr}"))?;
+    let http_state = HttpState {
+        metrics,
+        volumes: volumes.clone(),
+        serving: serving.clone(),
+    };
+    let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+
+    let listener = server::bind(&socket)?;
+    serving.store(true, Ordering::Release);
+    tracing::info!(
+        endpoint = %args.endpoint,
+        driver = %args.driver_name,
+        node = %args.node_id,
+        metrics = %addr,
+        "serving CSI node plugin"
+    );
+    let identity = IdentityService::new(&args.driver_name, volumes.clone());
+    let node = NodeService::new(&args.node_id, volumes);
+    server::serve(listener, identity, node, shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = std::fs::remove_file(&socket);
+    http_task.await??;
+    for task in tasks {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

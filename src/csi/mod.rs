@@ -1,0 +1,9 @@
+//! The CSI gRPC layer: thin tonic services that turn requests into domain calls and domain
+//! errors into `Status`.
+
+pub mod identity;
+pub mod node;
+pub mod server;
+
+pub use identity::IdentityService;
+pub use node::NodeService;

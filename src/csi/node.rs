@@ -1,0 +1,250 @@
+//! CSI Node: publish and unpublish through the volume service; everything else is
+//! UNIMPLEMENTED (inline ephemeral volumes are never staged, expanded or measured).
+
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+
+use crate::class::LookupError;
+use crate::proto::csi::node_server::Node;
+use crate::proto::csi::volume_capability::AccessType as PbAccess;
+use crate::proto::csi::*;
+use crate::provider::ResolveError;
+use crate::redact::Redacted;
+use crate::volume::{
+    AccessType, PublishError, PublishRequest, UnpublishError, UnpublishRequest, VolumeService,
+};
+
+/// The Node service.
+#[derive(Debug)]
+pub struct NodeService {
+    node_id: String,
+    volumes: Arc<VolumeService>,
+}
+
+impl NodeService {
+    /// Node service of `node_id`.
+    pub fn new(node_id: impl Into<String>, volumes: Arc<VolumeService>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            volumes,
+        }
+    }
+}
+
+impl From<PublishError> for Status {
+    fn from(error: PublishError) -> Self {
+        let code = match &error {
+            PublishError::MissingField(_)
+            | PublishError::BlockVolume
+            | PublishError::NotReadonly
+            | PublishError::BadTarget(_)
+            | PublishError::Context(_)
+            | PublishError::Tokens(_)
+            | PublishError::ClassWithoutProvider { .. }
+            | PublishError::ClassWithoutParameters { .. } => Code::InvalidArgument,
+            PublishError::Busy(_) => Code::Aborted,
+            PublishError::LookupClass(LookupError::NotFound { .. }) => Code::NotFound,
+            PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,
+            PublishError::LookupClass(LookupError::ReadDir { .. })
+            | PublishError::LookupClass(LookupError::Parse { .. }) => Code::FailedPrecondition,
+            PublishError::ResolveProvider {
+                source: ResolveError::InvalidName(_),
+                ..
+            } => Code::InvalidArgument,
+            PublishError::ResolveProvider {
+                source: ResolveError::NotFound { .. },
+                ..
+            } => Code::NotFound,
+            PublishError::Provider { source, .. } => source.code(),
+            PublishError::ProviderTimeout { .. } => Code::DeadlineExceeded,
+            PublishError::InvalidFiles { .. }
+            | PublishError::CheckMount { .. }
+            | PublishError::CreateDir { .. }
+            | PublishError::Mount { .. }
+            | PublishError::WriteFiles(_)
+            | PublishError::SaveState(_) => Code::Internal,
+            PublishError::UpdatePodStatus { .. } => Code::Unavailable,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<UnpublishError> for Status {
+    fn from(error: UnpublishError) -> Self {
+        let code = match &error {
+            UnpublishError::MissingField(_) => Code::InvalidArgument,
+            UnpublishError::Busy(_) => Code::Aborted,
+            UnpublishError::Unmount { .. }
+            | UnpublishError::RemoveDir { .. }
+            | UnpublishError::ForgetState(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+fn access_type(capability: Option<&VolumeCapability>) -> Option<AccessType> {
+    capability.map(|c| match c.access_type {
+        Some(PbAccess::Block(_)) => AccessType::Block,
+        // A capability without an access type is treated as a mount (what kubelet sends).
+        Some(PbAccess::Mount(_)) | None => AccessType::Mount,
+    })
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let req = PublishRequest {
+            access: access_type(r.volume_capability.as_ref()),
+            volume_id: r.volume_id,
+            target_path: r.target_path,
+            readonly: r.readonly,
+            volume_context: r.volume_context.into_iter().collect(),
+            secrets: Redacted::new(r.secrets.into_iter().collect()),
+        };
+        self.volumes.publish(req).await?;
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let req = UnpublishRequest {
+            volume_id: r.volume_id,
+            target_path: r.target_path,
+        };
+        self.volumes.unpublish(req).await?;
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: Vec::new(),
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+
+    async fn node_stage_volume(
+        &self,
+        _: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        Err(Status::unimplemented("NodeStageVolume is not offered"))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        _: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        Err(Status::unimplemented("NodeUnstageVolume is not offered"))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        _: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        Err(Status::unimplemented("NodeGetVolumeStats is not offered"))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented("NodeExpandVolume is not offered"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::paths::PathError;
+    use crate::provider::ProviderError;
+
+    fn code(e: PublishError) -> Code {
+        Status::from(e).code()
+    }
+
+    #[test]
+    fn publish_errors_map_to_the_codes_kubelet_retries_by() {
+        assert_eq!(
+            code(PublishError::MissingField("volume_id")),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(PublishError::NotReadonly), Code::InvalidArgument);
+        assert_eq!(code(PublishError::Busy("v".into())), Code::Aborted);
+        let not_found = LookupError::NotFound {
+            namespace: "ns".into(),
+            name: "db".into(),
+        };
+        let status = Status::from(PublishError::LookupClass(not_found));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.message(),
+            "failed to get SecretProviderClass ns/db: not found"
+        );
+        let missing = ResolveError::NotFound {
+            name: "vault".into(),
+            dirs: "/a, /b".into(),
+        };
+        let status = Status::from(PublishError::ResolveProvider {
+            class: "ns/db".into(),
+            source: missing,
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("provider \"vault\" not found"));
+        let denied = ProviderError::new(Code::PermissionDenied, "Denied", "no access to secret/x");
+        assert_eq!(
+            code(PublishError::Provider {
+                class: "ns/db".into(),
+                provider: "vault".into(),
+                source: denied
+            }),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(PublishError::ProviderTimeout {
+                class: "c".into(),
+                provider: "p".into(),
+                seconds: 1
+            }),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(PublishError::InvalidFiles {
+                class: "c".into(),
+                provider: "p".into(),
+                source: PathError::Empty
+            }),
+            Code::Internal
+        );
+    }
+
+    #[test]
+    fn unpublish_errors_map_to_codes() {
+        let s = Status::from(UnpublishError::MissingField("target_path"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "target_path is missing");
+        assert_eq!(
+            Status::from(UnpublishError::Busy("v".into())).code(),
+            Code::Aborted
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The HTTP side: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (socket serving
+//! and class cache synced).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::volume::VolumeService;
+
+/// What the endpoints read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub volumes: Arc<VolumeService>,
+    /// Set once the CSI socket is bound and served.
+    pub serving: Arc<AtomicBool>,
+}
+
+/// The router (exposed for tests).
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if !state.serving.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CSI socket not serving yet",
+        )
+    } else if !state.volumes.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SecretProviderClass cache not synced yet",
+        )
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+/// Parses upstream's `:8095` form as well as `127.0.0.1:8095`.
+pub fn parse_addr(addr: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+    if addr.starts_with(':') {
+        format!("0.0.0.0{addr}").parse()
+    } else {
+        addr.parse()
+    }
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

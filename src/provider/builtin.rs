@@ -1,0 +1,23 @@
+//! The providers keymount serves in-process, enabled by `--builtin-providers`.
+
+use crate::cli::NodeArgs;
+
+use super::Providers;
+
+/// Adds the enabled built-in providers to `providers`.
+pub fn register(
+    providers: Providers,
+    args: &NodeArgs,
+    _kube: Option<kube::Client>,
+) -> anyhow::Result<Providers> {
+    for name in &args.builtin_providers {
+        match name.as_str() {
+            "" => {}
+            other => tracing::warn!(
+                provider = other,
+                "built-in provider not available in this build; an external plugin socket will be used"
+            ),
+        }
+    }
+    Ok(providers)
+}
