@@ -1,0 +1,7 @@
+//! Test harness for the CSI node: the real `keymount node` binary on a real unix socket, a CSI
+//! client, an in-test provider plugin, and mount-table checks.
+#![allow(dead_code)]
+
+pub mod mounts;
+pub mod node;
+pub mod plugin;

@@ -1,0 +1,267 @@
+//! The real `keymount node` binary on a unix socket in a temp dir, and a CSI client for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use keymount::proto::csi::identity_client::IdentityClient;
+use keymount::proto::csi::node_client::NodeClient;
+use keymount::proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
+use keymount::proto::csi::{
+    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// How to start the node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Local mode: classes from this directory.
+    pub class_dir: Option<PathBuf>,
+    /// API server mode: this kubeconfig.
+    pub kubeconfig: Option<PathBuf>,
+    /// Directory of provider plugin sockets.
+    pub provider_dir: Option<PathBuf>,
+    /// Extra flags.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Reuse this work dir (socket, state, logs) instead of a new one: restart tests.
+    pub work_dir: Option<PathBuf>,
+}
+
+/// A running `keymount node`; killed when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Option<Child>,
+    pub work_dir: PathBuf,
+    pub socket: PathBuf,
+    pub metrics: SocketAddr,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NodeProcess {
+    /// Starts the node and waits until `/readyz` answers 200.
+    pub async fn start(options: NodeOptions) -> Self {
+        let (tmp, work_dir) = match &options.work_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().to_owned();
+                (Some(tmp), dir)
+            }
+        };
+        let socket = work_dir.join("csi.sock");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = work_dir.join("node.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let provider_dir = options
+            .provider_dir
+            .clone()
+            .unwrap_or_else(|| work_dir.join("providers"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymount"));
+        cmd.arg("node")
+            .arg("--nodeid=test-node")
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .arg(format!("--metrics-addr={metrics}"))
+            .arg(format!("--provider-volume={}", provider_dir.display()))
+            .arg(format!(
+                "--additional-provider-volume-paths={}",
+                provider_dir.display()
+            ))
+            .arg(format!("--state-dir={}", work_dir.join("state").display()))
+            .env(
+                "RUST_LOG",
+                "debug,hyper=info,h2=info,tower=info,kube=info,rustls=info",
+            )
+            .env_remove("KUBECONFIG")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        if let Some(dir) = &options.class_dir {
+            cmd.arg(format!("--class-dir={}", dir.display()));
+        }
+        if let Some(kubeconfig) = &options.kubeconfig {
+            cmd.arg(format!("--kubeconfig={}", kubeconfig.display()));
+        }
+        cmd.args(&options.args);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn keymount node");
+        let mut node = Self {
+            child: Some(child),
+            work_dir,
+            socket,
+            metrics,
+            log,
+            _tmp: tmp,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("keymount node exited with {status}:\n{}", self.logs());
+            }
+            if self
+                .get("/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keymount node not ready after 30s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A plain HTTP GET on the metrics/health server: (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    }
+
+    /// Everything the node logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A CSI Node client over the socket.
+    pub async fn node_client(&self) -> NodeClient<Channel> {
+        NodeClient::new(channel(&self.socket).await)
+    }
+
+    /// A CSI Identity client over the socket.
+    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(channel(&self.socket).await)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A gRPC channel over a unix socket.
+pub async fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_owned();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+        .expect("connect to CSI socket")
+}
+
+/// A publish request the way kubelet sends one for an inline volume.
+pub fn publish_request(
+    volume_id: &str,
+    target: &Path,
+    class: &str,
+    namespace: &str,
+) -> NodePublishVolumeRequest {
+    let volume_context: HashMap<String, String> = [
+        ("secretProviderClass", class),
+        ("csi.storage.k8s.io/pod.name", "app-0"),
+        ("csi.storage.k8s.io/pod.namespace", namespace),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b2e1f4c-0000-4000-8000-000000000001",
+        ),
+        ("csi.storage.k8s.io/serviceAccount.name", "app"),
+        ("csi.storage.k8s.io/ephemeral", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    NodePublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            access_mode: Some(AccessMode { mode: 1 }),
+        }),
+        readonly: true,
+        volume_context,
+        ..Default::default()
+    }
+}
+
+/// The matching unpublish request.
+pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target.display().to_string(),
+    }
+}
+
+/// Writes a SecretProviderClass manifest into a class directory.
+pub fn write_class(
+    dir: &Path,
+    namespace: &str,
+    name: &str,
+    provider: &str,
+    params: &[(&str, &str)],
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut yaml = format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  provider: {provider}\n"
+    );
+    if !params.is_empty() {
+        yaml.push_str("  parameters:\n");
+        for (k, v) in params {
+            yaml.push_str(&format!("    {k}: {v:?}\n"));
+        }
+    }
+    std::fs::write(dir.join(format!("{namespace}-{name}.yaml")), yaml).unwrap();
+}
