@@ -115,6 +115,9 @@ pub struct NodeArgs {
         default_value = "vault,aws"
     )]
     pub builtin_providers: Vec<String>,
+
+    #[command(flatten)]
+    pub vault: crate::provider::vault::VaultArgs,
 }
 
 impl NodeArgs {

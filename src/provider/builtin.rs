@@ -6,13 +6,19 @@ use super::Providers;
 
 /// Adds the enabled built-in providers to `providers`.
 pub fn register(
-    providers: Providers,
+    mut providers: Providers,
     args: &NodeArgs,
     _kube: Option<kube::Client>,
 ) -> anyhow::Result<Providers> {
     for name in &args.builtin_providers {
         match name.as_str() {
             "" => {}
+            "vault" => {
+                providers = providers.with_builtin(
+                    "vault",
+                    std::sync::Arc::new(super::vault::VaultProvider::new(args.vault.clone())),
+                );
+            }
             other => tracing::warn!(
                 provider = other,
                 "built-in provider not available in this build; an external plugin socket will be used"

@@ -5,6 +5,7 @@
 pub mod builtin;
 pub mod plugin;
 pub mod tokens;
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,302 @@
+//! HTTP to Vault: reqwest over rustls (ring), one client per connection settings, honouring
+//! the CA file/directory, TLS server name, skip-verify, client certificate and the
+//! `X-Vault-Namespace` header. Returns raw status and body; callers classify them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::error::VaultError;
+use super::params::{Connection, TlsSettings};
+use crate::redact::Redacted;
+
+/// One request to Vault.
+#[derive(Debug)]
+pub struct VaultRequest<'a> {
+    pub method: reqwest::Method,
+    /// Path with the `/v1/` prefix and any query, e.g. `/v1/secret/data/db?version=2`.
+    pub path: &'a str,
+    pub body: Option<&'a serde_json::Value>,
+    pub token: Option<&'a Redacted<String>>,
+}
+
+/// Vault's answer: status and body (the body may hold secrets; it is never logged).
+#[derive(Debug)]
+pub struct VaultResponse {
+    pub status: u16,
+    pub body: Redacted<Vec<u8>>,
+}
+
+/// Builds and reuses HTTP clients per TLS settings and transport.
+#[derive(Debug, Default)]
+pub struct VaultHttp {
+    clients: Mutex<HashMap<(String, TlsSettings), reqwest::Client>>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl VaultHttp {
+    /// Sends one request. Transport failures are `Unavailable`; HTTP statuses are returned.
+    pub async fn send(
+        &self,
+        conn: &Connection,
+        req: VaultRequest<'_>,
+    ) -> Result<VaultResponse, VaultError> {
+        let (client, base) = self.client(conn)?;
+        let url = format!("{base}{}", req.path);
+        let mut builder = client.request(req.method.clone(), &url);
+        if let Some(ns) = &conn.namespace {
+            builder = builder.header("X-Vault-Namespace", ns);
+        }
+        if let Some(token) = req.token {
+            builder = builder.header("X-Vault-Token", token.expose());
+        }
+        if let Some(body) = req.body {
+            builder = builder.json(body);
+        }
+        let unavailable = |e: reqwest::Error| VaultError::Unavailable {
+            target: format!("{} {}{}", req.method, conn.address, strip_query(req.path)),
+            detail: describe(&e),
+        };
+        let response = builder.send().await.map_err(unavailable)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(unavailable)?;
+        Ok(VaultResponse {
+            status,
+            body: Redacted::new(body.to_vec()),
+        })
+    }
+
+    /// The client for `conn` and the URL base to put before paths.
+    fn client(&self, conn: &Connection) -> Result<(reqwest::Client, String), VaultError> {
+        let (base, socket) = match conn.address.strip_prefix("unix://") {
+            Some(path) => ("http://localhost".to_owned(), Some(path.to_owned())),
+            None => (conn.address.clone(), None),
+        };
+        let key = (socket.clone().unwrap_or_default(), conn.tls.clone());
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(client) = clients.get(&key) {
+            return Ok((client.clone(), base));
+        }
+        let tls_error = |reason: String| VaultError::ConfigureTls {
+            address: conn.address.clone(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(&conn.tls).map_err(tls_error)?)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A redirect could carry the token to another host; Vault forwards internally.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("keymount/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = socket {
+            builder = builder.unix_socket(path);
+        }
+        let client = builder.build().map_err(|e| tls_error(describe(&e)))?;
+        clients.insert(key, client.clone());
+        Ok((client, base))
+    }
+}
+
+/// A request path without its query (queries may carry arguments).
+pub fn strip_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+/// The error and its sources in one line.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls configuration for `tls`. A CA file or directory replaces the system roots, as
+/// in Vault's own client.
+fn tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = if tls.skip_verify {
+        Arc::new(AcceptAnyCertificate(
+            provider.signature_verification_algorithms,
+        ))
+    } else {
+        let roots = Arc::new(roots(tls)?);
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        match &tls.server_name {
+            Some(name) => Arc::new(FixedServerName {
+                inner: webpki,
+                name: ServerName::try_from(name.clone())
+                    .map_err(|_| format!("vaultTLSServerName {name:?} is not a DNS name or IP"))?,
+            }),
+            None => webpki,
+        }
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("client key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no PEM certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+fn roots(tls: &TlsSettings) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    let mut add = |certs: Vec<CertificateDer<'static>>, from: &Path| {
+        for cert in certs {
+            store
+                .add(cert)
+                .map_err(|e| format!("CA certificate in {}: {e}", from.display()))?;
+        }
+        Ok::<_, String>(())
+    };
+    if tls.ca_cert.is_none() && tls.ca_directory.is_none() {
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = store.add_parsable_certificates(native.certs);
+        if added == 0 {
+            tracing::warn!("no system CA certificates found; set vaultCACertPath");
+        }
+        return Ok(store);
+    }
+    if let Some(file) = &tls.ca_cert {
+        add(read_certs(file)?, file)?;
+    }
+    if let Some(dir) = &tls.ca_directory {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| format!("read CA directory {}: {e}", dir.display()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_file()
+                && let Ok(certs) = read_certs(&path)
+            {
+                add(certs, &path)?;
+            }
+        }
+    }
+    if store.is_empty() {
+        return Err("no CA certificate found in vaultCACertPath / vaultCADirectory".into());
+    }
+    Ok(store)
+}
+
+/// Verifies the chain against a configured name instead of the address host
+/// (`vaultTLSServerName`).
+#[derive(Debug)]
+struct FixedServerName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for FixedServerName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `vaultSkipTLSVerify: "true"`: any certificate is accepted (handshake signatures are
+/// still checked, so the connection is at least to the key holder).
+#[derive(Debug)]
+struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}

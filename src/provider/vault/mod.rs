@@ -1,0 +1,137 @@
+//! The built-in `vault` provider: the same SecretProviderClass parameters as
+//! vault-csi-provider, served in-process, logging in with the pod's own token.
+
+pub mod auth;
+pub mod cache;
+pub mod client;
+pub mod error;
+pub mod fetch;
+pub mod params;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use self::cache::{Identity, InFlight, TokenCache};
+use self::client::VaultHttp;
+use self::error::VaultError;
+use self::fetch::{RequestKey, Secret};
+use self::params::MountParameters;
+use super::{MountInput, MountOutput, Provider, ProviderError};
+
+/// Node-level defaults of the Vault provider (env < flags < class parameters), named as
+/// vault-csi-provider's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VaultArgs {
+    /// Default Vault address when a class sets no `vaultAddress` (`unix://` for a Vault Agent).
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+
+    /// Default auth mount path (`vaultAuthMountPath`).
+    #[arg(long, env = "KEYMOUNT_VAULT_MOUNT", default_value = "kubernetes")]
+    pub vault_mount: String,
+
+    /// Default Vault namespace (`vaultNamespace`).
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+
+    /// Default CA certificate file (`vaultCACertPath`).
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_tls_ca_cert: Option<PathBuf>,
+
+    /// Default CA directory (`vaultCADirectory`).
+    #[arg(long, env = "VAULT_CAPATH")]
+    pub vault_tls_ca_directory: Option<PathBuf>,
+
+    /// Default TLS server name to verify (`vaultTLSServerName`).
+    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
+    pub vault_tls_server_name: Option<String>,
+
+    /// Default client certificate for mTLS (`vaultTLSClientCertPath`).
+    #[arg(long, env = "VAULT_CLIENT_CERT")]
+    pub vault_tls_client_cert: Option<PathBuf>,
+
+    /// Default client key for mTLS (`vaultTLSClientKeyPath`).
+    #[arg(long, env = "VAULT_CLIENT_KEY")]
+    pub vault_tls_client_key: Option<PathBuf>,
+
+    /// Skip verification of Vault's certificate (`vaultSkipTLSVerify`); for tests only.
+    #[arg(long, env = "VAULT_SKIP_VERIFY", default_value_t = false)]
+    pub vault_tls_skip_verify: bool,
+
+    /// Identities whose Vault token is cached; 0 logs in for every mount.
+    #[arg(long, env = "KEYMOUNT_VAULT_CACHE_SIZE", default_value_t = 1000)]
+    pub vault_cache_size: usize,
+
+    /// Vault requests of one mount run at most this many at once.
+    #[arg(long, env = "KEYMOUNT_VAULT_CONCURRENCY", default_value_t = 8)]
+    pub vault_concurrency: usize,
+}
+
+/// State shared by all mounts: HTTP clients, the token cache, reads in flight.
+#[derive(Debug)]
+pub struct Shared {
+    http: VaultHttp,
+    tokens: TokenCache,
+    reads: InFlight<(Identity, RequestKey), Result<Arc<Secret>, VaultError>>,
+    concurrency: usize,
+}
+
+/// The `vault` provider.
+#[derive(Debug)]
+pub struct VaultProvider {
+    defaults: VaultArgs,
+    shared: Arc<Shared>,
+}
+
+impl VaultProvider {
+    /// A provider with these node defaults.
+    pub fn new(defaults: VaultArgs) -> Self {
+        let shared = Arc::new(Shared {
+            http: VaultHttp::default(),
+            tokens: TokenCache::new(defaults.vault_cache_size),
+            reads: InFlight::default(),
+            concurrency: defaults.vault_concurrency,
+        });
+        Self { defaults, shared }
+    }
+
+    async fn mount_inner(&self, input: &MountInput) -> Result<MountOutput, VaultError> {
+        let params = MountParameters::parse(&input.attributes, &self.defaults)?;
+        let jwt = auth::pod_token(&input.tokens, &params.audience)?.clone();
+        let subject = format!(
+            "{}|{}",
+            params.service_account.as_deref().unwrap_or_default(),
+            auth::token_subject(&jwt).unwrap_or_else(|| token_digest(jwt.expose()))
+        );
+        let identity = Identity {
+            connection: params.connection.clone(),
+            auth_mount: params.auth_mount.clone(),
+            role: params.role.clone(),
+            subject,
+        };
+        tracing::debug!(
+            class = %input.class,
+            vault = %identity.connection.address,
+            mount = %identity.auth_mount,
+            role = %identity.role,
+            objects = params.objects.len(),
+            "reading from Vault"
+        );
+        fetch::fetch_all(&self.shared, &identity, &jwt, &params, input.permission).await
+    }
+}
+
+/// A digest standing in for a token whose claims cannot be read.
+fn token_digest(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    hex::encode(digest.as_ref())
+}
+
+#[async_trait]
+impl Provider for VaultProvider {
+    async fn mount(&self, input: &MountInput) -> Result<MountOutput, ProviderError> {
+        self.mount_inner(input).await.map_err(ProviderError::from)
+    }
+}

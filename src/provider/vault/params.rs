@@ -1,0 +1,411 @@
+//! The SecretProviderClass parameters of the `vault` provider (same names and meaning as
+//! vault-csi-provider) and the `objects` YAML list, parsed with serde and merged with the
+//! node-level defaults (env < flags < class parameters).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::VaultArgs;
+use super::error::VaultError;
+
+/// Audience of the kubelet token used when the class names none.
+pub const DEFAULT_AUDIENCE: &str = "vault";
+
+/// The class parameters the provider reads; every other attribute is ignored.
+#[derive(Debug, Default, Deserialize)]
+struct RawParameters {
+    #[serde(rename = "roleName")]
+    role_name: Option<String>,
+    #[serde(rename = "vaultAddress")]
+    address: Option<String>,
+    #[serde(rename = "vaultNamespace")]
+    namespace: Option<String>,
+    #[serde(rename = "vaultKubernetesMountPath")]
+    kubernetes_mount_path: Option<String>,
+    #[serde(rename = "vaultAuthMountPath")]
+    auth_mount_path: Option<String>,
+    #[serde(rename = "vaultSkipTLSVerify")]
+    skip_tls_verify: Option<String>,
+    #[serde(rename = "vaultCACertPath")]
+    ca_cert_path: Option<String>,
+    #[serde(rename = "vaultCADirectory")]
+    ca_directory: Option<String>,
+    #[serde(rename = "vaultTLSServerName")]
+    tls_server_name: Option<String>,
+    #[serde(rename = "vaultTLSClientCertPath")]
+    client_cert_path: Option<String>,
+    #[serde(rename = "vaultTLSClientKeyPath")]
+    client_key_path: Option<String>,
+    audience: Option<String>,
+    objects: Option<String>,
+    #[serde(rename = "csi.storage.k8s.io/pod.namespace")]
+    pod_namespace: Option<String>,
+    #[serde(rename = "csi.storage.k8s.io/serviceAccount.name")]
+    service_account: Option<String>,
+}
+
+/// How to reach Vault over TLS. Paths are read on the node (the provider runs in-process).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_directory: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub skip_verify: bool,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// Where Vault is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Connection {
+    /// Base address without a trailing slash, e.g. `https://vault:8200` or `unix:///agent.sock`.
+    pub address: String,
+    /// `X-Vault-Namespace` header, if any.
+    pub namespace: Option<String>,
+    pub tls: TlsSettings,
+}
+
+/// One entry of `objects`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretObject {
+    pub object_name: String,
+    pub secret_path: String,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub secret_args: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub file_permission: Option<FilePermission>,
+}
+
+/// `filePermission` as YAML gives it: an integer (`420`, `0o644`) or a Go-style octal
+/// literal (`0644`), which YAML 1.2 parsers hand over as a string.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum FilePermission {
+    Number(u32),
+    Text(String),
+}
+
+impl FilePermission {
+    /// The mode bits, read the way Go's `strconv.ParseInt(s, 0, 32)` reads them.
+    pub fn mode(&self) -> Option<u32> {
+        let mode = match self {
+            Self::Number(n) => *n,
+            Self::Text(t) => {
+                let t = t.trim();
+                if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    u32::from_str_radix(hex, 16).ok()?
+                } else if let Some(oct) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+                    u32::from_str_radix(oct, 8).ok()?
+                } else if t.len() > 1 && t.starts_with('0') {
+                    u32::from_str_radix(&t[1..], 8).ok()?
+                } else {
+                    t.parse().ok()?
+                }
+            }
+        };
+        (mode <= 0o777).then_some(mode)
+    }
+}
+
+/// Everything one mount needs, merged and validated.
+#[derive(Debug, Clone)]
+pub struct MountParameters {
+    pub connection: Connection,
+    pub role: String,
+    pub auth_mount: String,
+    pub audience: String,
+    pub objects: Vec<SecretObject>,
+    /// ServiceAccount `namespace/name` from the volume context (part of the cache identity).
+    pub service_account: Option<String>,
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> VaultError {
+    VaultError::InvalidParameter {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(name: &str, text: &str) -> Result<bool, VaultError> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(invalid(name, format!("{text:?} is not a boolean"))),
+    }
+}
+
+impl MountParameters {
+    /// Parses the attributes of a mount and overlays them on the node defaults.
+    pub fn parse(
+        attributes: &BTreeMap<String, String>,
+        defaults: &VaultArgs,
+    ) -> Result<Self, VaultError> {
+        let object = attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let raw = RawParameters::deserialize(serde_json::Value::Object(object))
+            .map_err(|e| invalid("parameters", e.to_string()))?;
+
+        let role = non_empty(raw.role_name).ok_or_else(|| invalid("roleName", "is required"))?;
+        let address = non_empty(raw.address)
+            .or_else(|| defaults.vault_addr.clone())
+            .ok_or_else(|| {
+                invalid(
+                    "vaultAddress",
+                    "is not set and the node has no --vault-addr / VAULT_ADDR",
+                )
+            })?;
+        let address = address.trim().trim_end_matches('/').to_owned();
+        if !["http://", "https://", "unix://"]
+            .iter()
+            .any(|s| address.starts_with(s))
+        {
+            return Err(invalid(
+                "vaultAddress",
+                format!("{address:?} must start with http://, https:// or unix://"),
+            ));
+        }
+        let auth_mount = match (
+            non_empty(raw.kubernetes_mount_path),
+            non_empty(raw.auth_mount_path),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "vaultAuthMountPath",
+                    "cannot be set together with vaultKubernetesMountPath",
+                ));
+            }
+            (Some(m), None) | (None, Some(m)) => m,
+            (None, None) => defaults.vault_mount.clone(),
+        };
+        let auth_mount = auth_mount.trim_matches('/').to_owned();
+        let skip_verify = match non_empty(raw.skip_tls_verify) {
+            Some(text) => parse_bool("vaultSkipTLSVerify", text.trim())?,
+            None => defaults.vault_tls_skip_verify,
+        };
+        let tls = TlsSettings {
+            ca_cert: non_empty(raw.ca_cert_path)
+                .map(PathBuf::from)
+                .or_else(|| defaults.vault_tls_ca_cert.clone()),
+            ca_directory: non_empty(raw.ca_directory)
+                .map(PathBuf::from)
+                .or_else(|| defaults.vault_tls_ca_directory.clone()),
+            server_name: non_empty(raw.tls_server_name)
+                .or_else(|| defaults.vault_tls_server_name.clone()),
+            skip_verify,
+            client_cert: non_empty(raw.client_cert_path)
+                .map(PathBuf::from)
+                .or_else(|| defaults.vault_tls_client_cert.clone()),
+            client_key: non_empty(raw.client_key_path)
+                .map(PathBuf::from)
+                .or_else(|| defaults.vault_tls_client_key.clone()),
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(invalid(
+                "vaultTLSClientCertPath",
+                "client certificate and key must be set together",
+            ));
+        }
+        let objects = parse_objects(raw.objects.as_deref().unwrap_or_default())?;
+        let service_account = match (raw.pod_namespace, raw.service_account) {
+            (Some(ns), Some(sa)) => Some(format!("{ns}/{sa}")),
+            _ => None,
+        };
+        Ok(Self {
+            connection: Connection {
+                address,
+                namespace: non_empty(raw.namespace).or_else(|| defaults.vault_namespace.clone()),
+                tls,
+            },
+            role,
+            auth_mount,
+            audience: non_empty(raw.audience).unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+            objects,
+            service_account,
+        })
+    }
+}
+
+/// Parses and checks the `objects` YAML list.
+pub fn parse_objects(text: &str) -> Result<Vec<SecretObject>, VaultError> {
+    if text.trim().is_empty() {
+        return Err(invalid(
+            "objects",
+            "is required and must list at least one object",
+        ));
+    }
+    let objects: Vec<SecretObject> =
+        serde_yaml::from_str(text).map_err(|e| invalid("objects", e.to_string()))?;
+    if objects.is_empty() {
+        return Err(invalid("objects", "must list at least one object"));
+    }
+    let mut names = BTreeSet::new();
+    for (i, object) in objects.iter().enumerate() {
+        let at = |field: &str| format!("objects[{i}].{field}");
+        if object.object_name.trim().is_empty() {
+            return Err(invalid(&at("objectName"), "is empty"));
+        }
+        if !names.insert(object.object_name.as_str()) {
+            return Err(invalid(
+                &at("objectName"),
+                format!(
+                    "each objectName must be unique; {:?} appears twice",
+                    object.object_name
+                ),
+            ));
+        }
+        if object.secret_path.trim().is_empty() {
+            return Err(invalid(&at("secretPath"), "is empty"));
+        }
+        if let Some(encoding) = &object.encoding
+            && !["", "utf-8", "base64", "hex"].contains(&encoding.to_ascii_lowercase().as_str())
+        {
+            return Err(invalid(
+                &at("encoding"),
+                format!("{encoding:?} is not one of utf-8, base64, hex"),
+            ));
+        }
+        if let Some(permission) = &object.file_permission
+            && permission.mode().is_none()
+        {
+            return Err(invalid(
+                &at("filePermission"),
+                format!("{permission:?} is not a file mode like 0644"),
+            ));
+        }
+        if let Some(method) = &object.method
+            && !method.is_empty()
+            && reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_err()
+        {
+            return Err(invalid(
+                &at("method"),
+                format!("{method:?} is not an HTTP method"),
+            ));
+        }
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        vault: VaultArgs,
+    }
+
+    fn defaults(args: &[&str]) -> VaultArgs {
+        let mut argv = vec!["test"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).unwrap().vault
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const OBJECTS: &str = "- objectName: db\n  secretPath: secret/data/db\n  secretKey: password\n  filePermission: 0600\n- objectName: cert\n  secretPath: pki/issue/web\n  method: POST\n  secretArgs: {common_name: a.example.com, ttl: 1h}\n  filePermission: 420\n";
+
+    #[test]
+    fn class_parameters_override_node_defaults() {
+        let d = defaults(&["--vault-addr=http://node:8200", "--vault-namespace=team"]);
+        let p = MountParameters::parse(
+            &attrs(&[
+                ("roleName", "app"),
+                ("vaultAddress", "https://vault.example:8200/"),
+                ("vaultSkipTLSVerify", "true"),
+                ("objects", OBJECTS),
+                ("csi.storage.k8s.io/pod.namespace", "shop"),
+                ("csi.storage.k8s.io/serviceAccount.name", "web"),
+            ]),
+            &d,
+        )
+        .unwrap();
+        assert_eq!(p.connection.address, "https://vault.example:8200");
+        assert_eq!(p.connection.namespace.as_deref(), Some("team"));
+        assert!(p.connection.tls.skip_verify);
+        assert_eq!(p.auth_mount, "kubernetes");
+        assert_eq!(p.audience, "vault");
+        assert_eq!(p.service_account.as_deref(), Some("shop/web"));
+        assert_eq!(
+            p.objects[0].file_permission.as_ref().unwrap().mode(),
+            Some(0o600)
+        );
+        assert_eq!(
+            p.objects[1].file_permission.as_ref().unwrap().mode(),
+            Some(0o644)
+        );
+        assert_eq!(p.objects[1].secret_args.as_ref().unwrap()["ttl"], "1h");
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let d = defaults(&["--vault-addr=http://node:8200"]);
+        let err = |pairs: &[(&str, &str)]| {
+            MountParameters::parse(&attrs(pairs), &d)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&[("objects", OBJECTS)]).contains("roleName"));
+        let e = err(&[
+            ("roleName", "r"),
+            ("objects", OBJECTS),
+            ("vaultSkipTLSVerify", "yes"),
+        ]);
+        assert!(e.contains("vaultSkipTLSVerify"), "{e}");
+        let e = err(&[
+            ("roleName", "r"),
+            ("objects", OBJECTS),
+            ("vaultAuthMountPath", "jwt"),
+            ("vaultKubernetesMountPath", "k8s"),
+        ]);
+        assert!(e.contains("vaultAuthMountPath"), "{e}");
+        let dup = "- {objectName: a, secretPath: x}\n- {objectName: a, secretPath: y}";
+        let e = err(&[("roleName", "r"), ("objects", dup)]);
+        assert!(
+            e.contains("objects[1].objectName") && e.contains("unique"),
+            "{e}"
+        );
+        let enc = "- {objectName: a, secretPath: x, encoding: rot13}";
+        assert!(err(&[("roleName", "r"), ("objects", enc)]).contains("objects[0].encoding"));
+        assert!(err(&[("roleName", "r")]).contains("objects"));
+        let no_addr = MountParameters::parse(
+            &attrs(&[("roleName", "r"), ("objects", OBJECTS)]),
+            &defaults(&[]),
+        );
+        if std::env::var_os("VAULT_ADDR").is_none() {
+            assert!(no_addr.unwrap_err().to_string().contains("vaultAddress"));
+        }
+    }
+
+    #[test]
+    fn file_permissions_read_like_go() {
+        let m = |t: &str| FilePermission::Text(t.into()).mode();
+        assert_eq!(m("0644"), Some(0o644));
+        assert_eq!(m("0o400"), Some(0o400));
+        assert_eq!(m("420"), Some(0o644));
+        assert_eq!(m("0999"), None);
+        assert_eq!(FilePermission::Number(0o7777).mode(), None);
+    }
+}
