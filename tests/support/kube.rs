@@ -6,6 +6,7 @@
 //! with `scripts/testbed/kube-up.sh` in a temp dir; a watchdog stops it when this process exits.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -325,7 +326,9 @@ impl TestKube {
 fn start_private_instance() -> (PathBuf, PathBuf) {
     let root = repo_root();
     let dir = std::env::temp_dir().join(format!("keymount-kube-{}", std::process::id()));
-    eprintln!(
+    // Straight to stderr (not eprintln!, which the test harness captures).
+    let _ = writeln!(
+        std::io::stderr(),
         "\n*** KEYMOUNT_TEST_KUBECONFIG is not set: starting a private kube-apiserver in {} \
          (stopped when this test process exits; ./scripts/test shares one per run) ***\n",
         dir.display()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 
-use super::proc::{KillOnDrop, find_exe, free_port, tail, wait_until};
+use super::proc::{KillOnDrop, find_exe, free_port, install_crypto_provider, tail, wait_until};
 
 pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY_ID: &str = "testing";
@@ -24,6 +24,7 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server -H 127.0.0.1 -p <free port>` and waits until it answers.
     pub async fn start() -> Moto {
+        install_crypto_provider();
         let exe = find_exe("moto_server");
         let dir = tempfile::Builder::new().prefix("keymount-moto-").tempdir().expect("temp dir");
         let log = dir.path().join("moto.log");
