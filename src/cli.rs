@@ -31,6 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the CSI node plugin (the DaemonSet role).
     Node(Box<NodeArgs>),
+    /// A small CSI client for any node plugin socket (publish, unpublish, info).
+    Csi(Box<crate::cmd::csi_client::CsiArgs>),
+    /// Publish one SecretProviderClass into a directory once, without CSI.
+    Fetch(Box<crate::cmd::fetch::FetchArgs>),
 }
 
 /// Flags of `keymount node`.
@@ -171,7 +175,9 @@ mod tests {
     #[test]
     fn node_flags_have_upstream_defaults() {
         let cli = Cli::try_parse_from(["keymount", "node", "--nodeid", "n1"]).unwrap();
-        let Command::Node(args) = cli.command;
+        let Command::Node(args) = cli.command else {
+            panic!("expected the node subcommand");
+        };
         assert_eq!(args.endpoint, "unix:///csi/csi.sock");
         assert_eq!(args.driver_name, "secrets-store.csi.k8s.io");
         assert_eq!(args.max_call_recv_msg_size, 4194304);

@@ -10,6 +10,8 @@ async fn main() -> std::process::ExitCode {
     keymount::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Node(args) => keymount::cmd::node::run(*args).await,
+        Command::Csi(args) => keymount::cmd::csi_client::run(*args).await,
+        Command::Fetch(args) => keymount::cmd::fetch::run(*args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,3 +1,5 @@
 //! The subcommands of the `keymount` binary.
 
+pub mod csi_client;
+pub mod fetch;
 pub mod node;

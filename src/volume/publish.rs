@@ -298,14 +298,7 @@ impl VolumeService {
                     source,
                 })?;
 
-        // Upstream's attributes: class parameters overlaid by every volume context entry.
-        let mut attributes = parameters;
-        attributes.extend(
-            req.volume_context
-                .iter()
-                .filter(|(k, _)| k.as_str() != TOKENS_KEY)
-                .map(|(k, val)| (k.clone(), val.clone())),
-        );
+        let attributes = mount_attributes(parameters, &req.volume_context);
         let input = MountInput {
             class: class_id.clone(),
             attributes,
@@ -355,38 +348,14 @@ impl VolumeService {
     }
 
     async fn fetch(&self, work: &Work<'_>) -> Result<MountOutput, PublishError> {
-        let seconds = self.config.provider_timeout.as_secs();
-        let output = tokio::time::timeout(
+        fetch_checked(
+            work.provider,
+            work.input,
+            work.provider_name,
             self.config.provider_timeout,
-            work.provider.mount(work.input),
-        )
-        .await
-        .map_err(|_| PublishError::ProviderTimeout {
-            class: work.class_id.to_owned(),
-            provider: work.provider_name.to_owned(),
-            seconds,
-        })?
-        .map_err(|source| PublishError::Provider {
-            class: work.class_id.to_owned(),
-            provider: work.provider_name.to_owned(),
-            source,
-        })?;
-        paths::validate_set(
-            output.files.iter().map(|f| {
-                (
-                    f.path.as_str(),
-                    i64::from(f.mode),
-                    f.contents.expose().len() as u64,
-                )
-            }),
             &self.config.limits,
         )
-        .map_err(|source| PublishError::InvalidFiles {
-            class: work.class_id.to_owned(),
-            provider: work.provider_name.to_owned(),
-            source,
-        })?;
-        Ok(output)
+        .await
     }
 
     /// Fetch, write and record; only what must happen after the tmpfs is mounted.
@@ -511,6 +480,61 @@ impl VolumeService {
                 source,
             })
     }
+}
+
+/// Upstream's provider attributes: class parameters overlaid by every volume context entry
+/// (the tokens travel separately).
+pub fn mount_attributes(
+    parameters: BTreeMap<String, String>,
+    volume_context: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut attributes = parameters;
+    attributes.extend(
+        volume_context
+            .iter()
+            .filter(|(k, _)| k.as_str() != TOKENS_KEY)
+            .map(|(k, val)| (k.clone(), val.clone())),
+    );
+    attributes
+}
+
+/// Calls the provider within `timeout` and validates every returned path against `limits`:
+/// what a publish does before writing (also used by `keymount fetch`).
+pub async fn fetch_checked(
+    provider: &dyn Provider,
+    input: &MountInput,
+    provider_name: &str,
+    timeout: std::time::Duration,
+    limits: &paths::Limits,
+) -> Result<MountOutput, PublishError> {
+    let output = tokio::time::timeout(timeout, provider.mount(input))
+        .await
+        .map_err(|_| PublishError::ProviderTimeout {
+            class: input.class.clone(),
+            provider: provider_name.to_owned(),
+            seconds: timeout.as_secs(),
+        })?
+        .map_err(|source| PublishError::Provider {
+            class: input.class.clone(),
+            provider: provider_name.to_owned(),
+            source,
+        })?;
+    paths::validate_set(
+        output.files.iter().map(|f| {
+            (
+                f.path.as_str(),
+                i64::from(f.mode),
+                f.contents.expose().len() as u64,
+            )
+        }),
+        limits,
+    )
+    .map_err(|source| PublishError::InvalidFiles {
+        class: input.class.clone(),
+        provider: provider_name.to_owned(),
+        source,
+    })?;
+    Ok(output)
 }
 
 /// Everything one publish works with, resolved.

@@ -1,0 +1,263 @@
+//! `keymount csi publish|unpublish|info`: a small CSI client for any node plugin socket, to
+//! debug a node or drive one without kubelet. Failures print the gRPC code and message.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::csi::identity_client::IdentityClient;
+use crate::proto::csi::node_client::NodeClient;
+use crate::proto::csi::volume_capability::access_mode::Mode;
+use crate::proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
+use crate::proto::csi::{
+    GetPluginCapabilitiesRequest, GetPluginInfoRequest, NodeGetCapabilitiesRequest,
+    NodeGetInfoRequest, NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest,
+    VolumeCapability,
+};
+use crate::provider::tokens::TOKENS_KEY;
+
+/// Flags of `keymount csi`.
+#[derive(Debug, Args)]
+pub struct CsiArgs {
+    /// CSI endpoint of the node plugin (unix socket).
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///csi/csi.sock",
+        global = true
+    )]
+    pub endpoint: String,
+
+    #[command(subcommand)]
+    pub action: CsiAction,
+}
+
+/// What to ask the node plugin.
+#[derive(Debug, Subcommand)]
+pub enum CsiAction {
+    /// NodePublishVolume, as kubelet sends it for an inline secrets-store volume.
+    Publish(PublishArgs),
+    /// NodeUnpublishVolume.
+    Unpublish(UnpublishArgs),
+    /// Plugin name, version, capabilities, readiness and node id.
+    Info,
+}
+
+/// Flags of `keymount csi publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Volume id (kubelet uses `csi-<hash>`).
+    #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
+    pub volume_id: String,
+    /// Where the volume is mounted.
+    #[arg(long, env = "KEYMOUNT_CSI_TARGET_PATH")]
+    pub target_path: PathBuf,
+    /// SecretProviderClass name (`secretProviderClass` volume attribute).
+    #[arg(long, env = "KEYMOUNT_CSI_CLASS")]
+    pub class: String,
+    /// Pod namespace.
+    #[arg(long, env = "KEYMOUNT_CSI_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Pod name.
+    #[arg(long, env = "KEYMOUNT_CSI_POD_NAME", default_value = "keymount-cli")]
+    pub pod_name: String,
+    /// Pod uid.
+    #[arg(
+        long,
+        env = "KEYMOUNT_CSI_POD_UID",
+        default_value = "00000000-0000-4000-8000-000000000000"
+    )]
+    pub pod_uid: String,
+    /// Pod ServiceAccount name.
+    #[arg(long, env = "KEYMOUNT_CSI_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+    /// File holding the pod's ServiceAccount token (a JWT), sent as kubelet's tokens JSON.
+    #[arg(long, env = "KEYMOUNT_CSI_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Audience the token is for (the key in the tokens JSON).
+    #[arg(long, env = "KEYMOUNT_CSI_AUDIENCE", default_value = "vault")]
+    pub audience: String,
+    /// More volume attributes, `key=value`, repeatable.
+    #[arg(long = "attribute", value_parser = parse_pair)]
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Flags of `keymount csi unpublish`.
+#[derive(Debug, Args)]
+pub struct UnpublishArgs {
+    /// Volume id.
+    #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
+    pub volume_id: String,
+    /// Where the volume is mounted.
+    #[arg(long, env = "KEYMOUNT_CSI_TARGET_PATH")]
+    pub target_path: PathBuf,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+/// Kubelet's tokens JSON for one audience, read from `file`.
+pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(file)
+        .with_context(|| format!("read token file {}", file.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("token file {} is empty", file.display());
+    }
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Ok(
+        serde_json::json!({ audience: { "token": token, "expirationTimestamp": expiry } })
+            .to_string(),
+    )
+}
+
+/// A channel to the node plugin's socket.
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    let socket = crate::csi::server::socket_path(endpoint)?;
+    let path = socket.clone();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+        .with_context(|| format!("connect to CSI socket {}", socket.display()))
+}
+
+fn failed(rpc: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{rpc} failed: {:?}: {}", status.code(), status.message())
+}
+
+/// Runs one `keymount csi` action.
+pub async fn run(args: CsiArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.endpoint).await?;
+    match args.action {
+        CsiAction::Publish(p) => publish(channel, p).await,
+        CsiAction::Unpublish(u) => {
+            let request = NodeUnpublishVolumeRequest {
+                volume_id: u.volume_id.clone(),
+                target_path: u.target_path.display().to_string(),
+            };
+            NodeClient::new(channel)
+                .node_unpublish_volume(request)
+                .await
+                .map_err(|s| failed("NodeUnpublishVolume", s))?;
+            println!(
+                "unpublished volume {} from {}",
+                u.volume_id,
+                u.target_path.display()
+            );
+            Ok(())
+        }
+        CsiAction::Info => info(channel).await,
+    }
+}
+
+async fn publish(channel: Channel, p: PublishArgs) -> anyhow::Result<()> {
+    let mut context: HashMap<String, String> = [
+        ("secretProviderClass", p.class.as_str()),
+        ("csi.storage.k8s.io/pod.name", &p.pod_name),
+        ("csi.storage.k8s.io/pod.namespace", &p.namespace),
+        ("csi.storage.k8s.io/pod.uid", &p.pod_uid),
+        ("csi.storage.k8s.io/serviceAccount.name", &p.service_account),
+        ("csi.storage.k8s.io/ephemeral", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if let Some(file) = &p.token_file {
+        context.insert(TOKENS_KEY.to_owned(), tokens_json(file, &p.audience)?);
+    }
+    context.extend(p.attributes.iter().cloned());
+    let request = NodePublishVolumeRequest {
+        volume_id: p.volume_id.clone(),
+        target_path: p.target_path.display().to_string(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeReaderOnly as i32,
+            }),
+        }),
+        readonly: true,
+        volume_context: context,
+        ..Default::default()
+    };
+    NodeClient::new(channel)
+        .node_publish_volume(request)
+        .await
+        .map_err(|s| failed("NodePublishVolume", s))?;
+    println!(
+        "published volume {} at {}",
+        p.volume_id,
+        p.target_path.display()
+    );
+    Ok(())
+}
+
+async fn info(channel: Channel) -> anyhow::Result<()> {
+    let mut identity = IdentityClient::new(channel.clone());
+    let plugin = identity
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .map_err(|s| failed("GetPluginInfo", s))?
+        .into_inner();
+    println!("plugin: {} {}", plugin.name, plugin.vendor_version);
+    let caps = identity
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .map_err(|s| failed("GetPluginCapabilities", s))?
+        .into_inner();
+    println!("plugin capabilities: {:?}", caps.capabilities);
+    let probe = identity
+        .probe(ProbeRequest {})
+        .await
+        .map_err(|s| failed("Probe", s))?
+        .into_inner();
+    println!("ready: {:?}", probe.ready);
+    let mut node = NodeClient::new(channel);
+    let info = node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .map_err(|s| failed("NodeGetInfo", s))?
+        .into_inner();
+    println!("node id: {}", info.node_id);
+    let caps = node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .map_err(|s| failed("NodeGetCapabilities", s))?
+        .into_inner();
+    println!("node capabilities: {:?}", caps.capabilities);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_and_tokens() {
+        assert_eq!(parse_pair("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_pair("novalue").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "eyJabc.def.ghi\n").unwrap();
+        let json = tokens_json(&file, "vault").unwrap();
+        let tokens = crate::provider::ServiceAccountTokens::parse(&json).unwrap();
+        assert_eq!(
+            tokens.for_audience("vault").unwrap().token.expose(),
+            "eyJabc.def.ghi"
+        );
+        std::fs::write(&file, "  ").unwrap();
+        assert!(tokens_json(&file, "vault").is_err());
+    }
+}
