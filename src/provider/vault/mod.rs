@@ -22,7 +22,7 @@ use super::{MountInput, MountOutput, Provider, ProviderError};
 
 /// Node-level defaults of the Vault provider (env < flags < class parameters), named as
 /// vault-csi-provider's flags.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct VaultArgs {
     /// Default Vault address when a class sets no `vaultAddress` (`unix://` for a Vault Agent).
     #[arg(long, env = "VAULT_ADDR")]
@@ -67,6 +67,25 @@ pub struct VaultArgs {
     /// Vault requests of one mount run at most this many at once.
     #[arg(long, env = "KEYMOUNT_VAULT_CONCURRENCY", default_value_t = 8)]
     pub vault_concurrency: usize,
+}
+
+impl Default for VaultArgs {
+    /// The flag defaults, without reading the environment.
+    fn default() -> Self {
+        Self {
+            vault_addr: None,
+            vault_mount: "kubernetes".into(),
+            vault_namespace: None,
+            vault_tls_ca_cert: None,
+            vault_tls_ca_directory: None,
+            vault_tls_server_name: None,
+            vault_tls_client_cert: None,
+            vault_tls_client_key: None,
+            vault_tls_skip_verify: false,
+            vault_cache_size: 1000,
+            vault_concurrency: 8,
+        }
+    }
 }
 
 /// State shared by all mounts: HTTP clients, the token cache, reads in flight.

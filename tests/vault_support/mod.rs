@@ -1,0 +1,158 @@
+//! Helpers of the Vault tests: an offline RSA key pair that signs ServiceAccount-like JWTs,
+//! JWT auth set up on an OpenBao server, and mount inputs built like publish builds them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use keymount::provider::vault::{VaultArgs, VaultProvider};
+use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
+use keymount::redact::Redacted;
+use serde_json::{Value, json};
+
+use crate::support::openbao::OpenBao;
+
+/// The issuer the signed tokens carry.
+pub const ISSUER: &str = "https://kubernetes.keymount.test";
+
+/// An RSA key pair made with openssl; signs RS256 JWTs.
+#[derive(Debug)]
+pub struct Signer {
+    key: PathBuf,
+    pub public_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().expect("run openssl");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+impl Signer {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("sa.key");
+        run(Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key));
+        let public = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key));
+        Self {
+            key,
+            public_pem: String::from_utf8(public).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// A token for ServiceAccount `ns/sa` and `audience`, valid for an hour.
+    pub fn token(&self, ns: &str, sa: &str, audience: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({
+            "iss": ISSUER, "sub": format!("system:serviceaccount:{ns}:{sa}"), "aud": [audience],
+            "iat": now, "nbf": now - 5, "exp": now + 3600,
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": format!("uid-{ns}-{sa}")}},
+        });
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut child = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&self.key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        format!("{input}.{}", b64(&out.stdout))
+    }
+}
+
+/// Enables `auth/jwt` (path prefix `prefix`, e.g. "" or "team1/") trusting `signer`, a policy
+/// reading `paths`, and role `role` for ServiceAccount `ns/sa` with audience `vault`.
+pub async fn jwt_setup(bao: &OpenBao, prefix: &str, signer: &Signer, role: &str, ns: &str, sa: &str, paths: &[&str]) {
+    let (status, _) = bao.request("GET", &format!("{prefix}sys/auth/jwt"), Value::Null, Some("root")).await;
+    if !status.is_success() {
+        bao.api("POST", &format!("{prefix}sys/auth/jwt"), json!({"type": "jwt"})).await;
+        bao.api(
+            "POST",
+            &format!("{prefix}auth/jwt/config"),
+            json!({"jwt_validation_pubkeys": [signer.public_pem], "bound_issuer": ISSUER}),
+        )
+        .await;
+    }
+    let hcl: String = paths
+        .iter()
+        .map(|p| format!("path \"{p}\" {{ capabilities = [\"read\", \"update\"] }}\n"))
+        .collect();
+    bao.api("PUT", &format!("{prefix}sys/policies/acl/{role}"), json!({"policy": hcl})).await;
+    bao.api(
+        "POST",
+        &format!("{prefix}auth/jwt/role/{role}"),
+        json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": format!("system:serviceaccount:{ns}:{sa}"),
+            "token_policies": [role], "token_ttl": "1h",
+        }),
+    )
+    .await;
+}
+
+/// A provider with default node flags.
+pub fn provider() -> VaultProvider {
+    VaultProvider::new(VaultArgs::default())
+}
+
+/// Kubelet's tokens JSON for one audience.
+pub fn tokens_json(audience: &str, token: &str) -> String {
+    json!({ audience: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"} }).to_string()
+}
+
+/// A mount input as publish builds it: class parameters plus the pod's volume context.
+pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
+    let mut attributes: BTreeMap<String, String> =
+        params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (k, v) in [
+        ("csi.storage.k8s.io/pod.name", "app-0"),
+        ("csi.storage.k8s.io/pod.namespace", ns),
+        ("csi.storage.k8s.io/pod.uid", "0b2e1f4c-0000-4000-8000-000000000001"),
+        ("csi.storage.k8s.io/serviceAccount.name", sa),
+        ("secretProviderClass", "test"),
+    ] {
+        attributes.insert(k.into(), v.into());
+    }
+    MountInput {
+        class: format!("{ns}/test"),
+        attributes,
+        tokens: ServiceAccountTokens::parse(tokens).unwrap(),
+        secrets: Redacted::new(BTreeMap::new()),
+        target_path: PathBuf::from("/nonexistent/target"),
+        permission: 0o644,
+        current_versions: Vec::new(),
+    }
+}
+
+/// The content of file `name` in `output`, as text.
+pub fn text(output: &MountOutput, name: &str) -> String {
+    let file = output
+        .files
+        .iter()
+        .find(|f| f.path == name)
+        .unwrap_or_else(|| panic!("no file {name} in {:?}", output.files.iter().map(|f| &f.path).collect::<Vec<_>>()));
+    String::from_utf8(file.contents.expose().clone()).unwrap()
+}
+
+/// The mode of file `name` in `output`.
+pub fn mode(output: &MountOutput, name: &str) -> u32 {
+    output.files.iter().find(|f| f.path == name).unwrap().mode
+}
