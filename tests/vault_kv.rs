@@ -16,7 +16,16 @@ const SA: &str = "web";
 async fn server() -> (OpenBao, Signer, String) {
     let bao = OpenBao::start().await;
     let signer = Signer::new();
-    jwt_setup(&bao, "", &signer, "web", NS, SA, &["secret/data/app", "kv1/app", "pki/issue/web"]).await;
+    jwt_setup(
+        &bao,
+        "",
+        &signer,
+        "web",
+        NS,
+        SA,
+        &["secret/data/app", "kv1/app", "pki/issue/web"],
+    )
+    .await;
     let tokens = tokens_json("vault", &signer.token(NS, SA, "vault"));
     (bao, signer, tokens)
 }
@@ -33,7 +42,12 @@ fn params<'a>(bao: &'a OpenBao, objects: &'a str) -> Vec<(&'a str, &'a str)> {
 #[tokio::test]
 async fn kv2_and_kv1_keys_whole_responses_encodings_permissions_versions() {
     let (bao, _signer, tokens) = server().await;
-    bao.kv2_put("secret", "app", json!({"password": "kv2-pass-one", "n": 7, "nested": {"a": [1, 2]}})).await;
+    bao.kv2_put(
+        "secret",
+        "app",
+        json!({"password": "kv2-pass-one", "n": 7, "nested": {"a": [1, 2]}}),
+    )
+    .await;
     bao.kv2_put(
         "secret",
         "app",
@@ -41,7 +55,8 @@ async fn kv2_and_kv1_keys_whole_responses_encodings_permissions_versions() {
     )
     .await;
     bao.enable_kv1("kv1").await;
-    bao.kv1_put("kv1", "app", json!({"user": "kv1-admin"})).await;
+    bao.kv1_put("kv1", "app", json!({"user": "kv1-admin"}))
+        .await;
 
     let objects = r#"
 - {objectName: password, secretPath: secret/data/app, secretKey: password, filePermission: 0600}
@@ -54,7 +69,10 @@ async fn kv2_and_kv1_keys_whole_responses_encodings_permissions_versions() {
 - {objectName: kv1-user, secretPath: kv1/app, secretKey: user}
 "#;
     let p = provider();
-    let out = p.mount(&input(NS, SA, &tokens, &params(&bao, objects))).await.unwrap();
+    let out = p
+        .mount(&input(NS, SA, &tokens, &params(&bao, objects)))
+        .await
+        .unwrap();
     assert_eq!(text(&out, "password"), "kv2-pass-two");
     assert_eq!(mode(&out, "password"), 0o600);
     assert_eq!(text(&out, "old-password"), "kv2-pass-one");
@@ -70,26 +88,65 @@ async fn kv2_and_kv1_keys_whole_responses_encodings_permissions_versions() {
     assert_eq!(whole["data"]["metadata"]["version"], 2);
     assert!(whole.get("request_id").is_some() && whole.get("lease_duration").is_some());
     // KV v1 hands out a 32-day lease hint: the refresh time is before it ends.
-    let refresh = out.refresh_before.expect("KV v1 lease gives a refresh time");
+    let refresh = out
+        .refresh_before
+        .expect("KV v1 lease gives a refresh time");
     assert!(refresh > chrono::Utc::now() + chrono::Duration::days(20));
     assert_eq!(out.versions.len(), 8);
 
     // Versions are stable across mounts (and providers) and change with the content.
-    let again = provider().mount(&input(NS, SA, &tokens, &params(&bao, objects))).await.unwrap();
+    let again = provider()
+        .mount(&input(NS, SA, &tokens, &params(&bao, objects)))
+        .await
+        .unwrap();
     // (whole responses carry Vault's request_id, so they differ per read, as upstream)
-    let stable = |v: &[keymount::provider::ObjectVersion]| v.iter().filter(|v| v.id != "whole.json").cloned().collect::<Vec<_>>();
+    let stable = |v: &[keymount::provider::ObjectVersion]| {
+        v.iter()
+            .filter(|v| v.id != "whole.json")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(stable(&out.versions), stable(&again.versions));
-    bao.kv2_put("secret", "app", json!({"password": "kv2-pass-three", "n": 7, "nested": {}, "b64": "", "hex": ""})).await;
-    let third = p.mount(&input(NS, SA, &tokens, &params(&bao, objects))).await.unwrap();
-    let changed: Vec<_> = out.versions.iter().zip(&third.versions).filter(|(a, b)| a != b).map(|(a, _)| a.id.as_str()).collect();
-    assert!(changed.contains(&"password") && !changed.contains(&"kv1-user") && !changed.contains(&"old-password"), "{changed:?}");
+    bao.kv2_put(
+        "secret",
+        "app",
+        json!({"password": "kv2-pass-three", "n": 7, "nested": {}, "b64": "", "hex": ""}),
+    )
+    .await;
+    let third = p
+        .mount(&input(NS, SA, &tokens, &params(&bao, objects)))
+        .await
+        .unwrap();
+    let changed: Vec<_> = out
+        .versions
+        .iter()
+        .zip(&third.versions)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.id.as_str())
+        .collect();
+    assert!(
+        changed.contains(&"password")
+            && !changed.contains(&"kv1-user")
+            && !changed.contains(&"old-password"),
+        "{changed:?}"
+    );
 }
 
 #[tokio::test]
 async fn pki_issue_via_post_reads_once_and_sets_refresh() {
     let (bao, _signer, tokens) = server().await;
-    bao.api("POST", "sys/mounts/pki", json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})).await;
-    bao.api("POST", "pki/root/generate/internal", json!({"common_name": "keymount test CA", "ttl": "24h"})).await;
+    bao.api(
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "24h"}}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "keymount test CA", "ttl": "24h"}),
+    )
+    .await;
     bao.api(
         "POST",
         "pki/roles/web",
@@ -110,17 +167,33 @@ async fn pki_issue_via_post_reads_once_and_sets_refresh() {
   filePermission: 0400
 "#;
     let before = bao.count_requests_op("update", "pki/issue/web");
-    let out = provider().mount(&input(NS, SA, &tokens, &params(&bao, objects))).await.unwrap();
+    let out = provider()
+        .mount(&input(NS, SA, &tokens, &params(&bao, objects)))
+        .await
+        .unwrap();
     assert!(text(&out, "tls.crt").starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(text(&out, "tls.key").contains("PRIVATE KEY-----"));
     assert_eq!(mode(&out, "tls.key"), 0o400);
-    assert_eq!(bao.count_requests_op("update", "pki/issue/web") - before, 1, "one issue for both objects");
-    let refresh = out.refresh_before.expect("leased certificate gives a refresh time");
+    assert_eq!(
+        bao.count_requests_op("update", "pki/issue/web") - before,
+        1,
+        "one issue for both objects"
+    );
+    let refresh = out
+        .refresh_before
+        .expect("leased certificate gives a refresh time");
     let now = chrono::Utc::now();
-    assert!(refresh > now + chrono::Duration::minutes(6) && refresh < now + chrono::Duration::minutes(10), "{refresh}");
+    assert!(
+        refresh > now + chrono::Duration::minutes(6)
+            && refresh < now + chrono::Duration::minutes(10),
+        "{refresh}"
+    );
 
     let bad = "- {objectName: c, secretPath: pki/issue/web, method: POST, secretKey: certificate, secretArgs: {common_name: evil.invalid}}";
-    let err = provider().mount(&input(NS, SA, &tokens, &params(&bao, bad))).await.unwrap_err();
+    let err = provider()
+        .mount(&input(NS, SA, &tokens, &params(&bao, bad)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.to_string().contains("/v1/pki/issue/web"), "{err}");
 }
@@ -129,60 +202,136 @@ async fn pki_issue_via_post_reads_once_and_sets_refresh() {
 async fn failures_map_to_codes_and_name_the_path() {
     let (bao, signer, tokens) = server().await;
     bao.kv2_put("secret", "app", json!({"password": "p"})).await;
-    bao.kv2_put("secret", "other", json!({"password": "p"})).await;
+    bao.kv2_put("secret", "other", json!({"password": "p"}))
+        .await;
     let p = provider();
-    let mount = |objects: &'static str, tokens: String, extra: Vec<(&'static str, &'static str)>| {
-        let mut params = params(&bao, objects);
-        params.extend(extra);
-        let input = input(NS, SA, &tokens, &params);
-        let p = &p;
-        async move { p.mount(&input).await.unwrap_err() }
-    };
-    let err = mount("- {objectName: a, secretPath: secret/data/other, secretKey: password}", tokens.clone(), vec![]).await;
+    let mount =
+        |objects: &'static str, tokens: String, extra: Vec<(&'static str, &'static str)>| {
+            let mut params = params(&bao, objects);
+            params.extend(extra);
+            let input = input(NS, SA, &tokens, &params);
+            let p = &p;
+            async move { p.mount(&input).await.unwrap_err() }
+        };
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/other, secretKey: password}",
+        tokens.clone(),
+        vec![],
+    )
+    .await;
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     assert!(err.to_string().contains("/v1/secret/data/other"), "{err}");
 
-    bao.put_policy("web", "path \"secret/data/*\" { capabilities = [\"read\"] }").await;
-    let err = mount("- {objectName: a, secretPath: secret/data/missing, secretKey: password}", tokens.clone(), vec![]).await;
+    bao.put_policy(
+        "web",
+        "path \"secret/data/*\" { capabilities = [\"read\"] }",
+    )
+    .await;
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/missing, secretKey: password}",
+        tokens.clone(),
+        vec![],
+    )
+    .await;
     assert_eq!(err.code(), Code::NotFound, "{err}");
     assert!(err.to_string().contains("/v1/secret/data/missing"), "{err}");
-    let err = mount("- {objectName: a, secretPath: secret/data/app, secretKey: nope}", tokens.clone(), vec![]).await;
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/app, secretKey: nope}",
+        tokens.clone(),
+        vec![],
+    )
+    .await;
     assert_eq!(err.code(), Code::NotFound, "{err}");
-    assert!(err.to_string().contains(r#"key "nope" does not exist"#), "{err}");
+    assert!(
+        err.to_string().contains(r#"key "nope" does not exist"#),
+        "{err}"
+    );
 
     let wrong_role = vec![("roleName", "nobody")];
     let mut params_wrong = params(&bao, "- {objectName: a, secretPath: secret/data/app}");
     params_wrong.retain(|(k, _)| *k != "roleName");
     params_wrong.extend(wrong_role);
-    let err = p.mount(&input(NS, SA, &tokens, &params_wrong)).await.unwrap_err();
+    let err = p
+        .mount(&input(NS, SA, &tokens, &params_wrong))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
-    assert!(err.to_string().contains("auth/jwt/login") && err.to_string().contains("nobody"), "{err}");
+    assert!(
+        err.to_string().contains("auth/jwt/login") && err.to_string().contains("nobody"),
+        "{err}"
+    );
 
     let stranger = tokens_json("vault", &signer.token(NS, "stranger", "vault"));
-    let err = mount("- {objectName: a, secretPath: secret/data/app}", stranger, vec![]).await;
-    assert_eq!(err.code(), Code::PermissionDenied, "unbound ServiceAccount: {err}");
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/app}",
+        stranger,
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "unbound ServiceAccount: {err}"
+    );
 
-    let aws_only = tokens_json("sts.amazonaws.com", &signer.token(NS, SA, "sts.amazonaws.com"));
-    let err = mount("- {objectName: a, secretPath: secret/data/app}", aws_only, vec![]).await;
+    let aws_only = tokens_json(
+        "sts.amazonaws.com",
+        &signer.token(NS, SA, "sts.amazonaws.com"),
+    );
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/app}",
+        aws_only,
+        vec![],
+    )
+    .await;
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(err.to_string().contains("tokenRequests") && err.to_string().contains("\"vault\""), "{err}");
-    let custom = mount("- {objectName: a, secretPath: secret/data/app}", tokens.clone(), vec![("audience", "custom-aud")]).await;
+    assert!(
+        err.to_string().contains("tokenRequests") && err.to_string().contains("\"vault\""),
+        "{err}"
+    );
+    let custom = mount(
+        "- {objectName: a, secretPath: secret/data/app}",
+        tokens.clone(),
+        vec![("audience", "custom-aud")],
+    )
+    .await;
     assert!(custom.to_string().contains("\"custom-aud\""), "{custom}");
 
-    let err = mount("- {objectName: a, secretPath: secret/data/app}", tokens.clone(), vec![("vaultSkipTLSVerify", "maybe")]).await;
+    let err = mount(
+        "- {objectName: a, secretPath: secret/data/app}",
+        tokens.clone(),
+        vec![("vaultSkipTLSVerify", "maybe")],
+    )
+    .await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.to_string().contains("vaultSkipTLSVerify"), "{err}");
 
     // Sealed: 503 from Vault.
     bao.api("PUT", "sys/seal", serde_json::Value::Null).await;
-    let err = provider().mount(&input(NS, SA, &tokens, &params(&bao, "- {objectName: a, secretPath: secret/data/app}"))).await.unwrap_err();
+    let err = provider()
+        .mount(&input(
+            NS,
+            SA,
+            &tokens,
+            &params(&bao, "- {objectName: a, secretPath: secret/data/app}"),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "sealed: {err}");
     // Down: nothing listens.
     drop(bao);
     let port = support::proc::free_port();
     let addr = format!("http://127.0.0.1:{port}");
-    let down = vec![("vaultAddress", addr.as_str()), ("roleName", "web"), ("vaultAuthMountPath", "jwt"), ("objects", "- {objectName: a, secretPath: secret/data/app}")];
-    let err = provider().mount(&input(NS, SA, &tokens, &down)).await.unwrap_err();
+    let down = vec![
+        ("vaultAddress", addr.as_str()),
+        ("roleName", "web"),
+        ("vaultAuthMountPath", "jwt"),
+        ("objects", "- {objectName: a, secretPath: secret/data/app}"),
+    ];
+    let err = provider()
+        .mount(&input(NS, SA, &tokens, &down))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "down: {err}");
     assert!(err.to_string().contains(&addr), "{err}");
 }
@@ -190,18 +339,43 @@ async fn failures_map_to_codes_and_name_the_path() {
 #[tokio::test]
 async fn vault_namespaces_are_sent_as_header() {
     let bao = OpenBao::start().await;
-    let (status, body) = bao.request("POST", "sys/namespaces/team1", json!({}), Some("root")).await;
-    assert!(status.is_success(), "this OpenBao build must support namespaces: {status} {body}");
-    bao.api("POST", "team1/sys/mounts/kv", json!({"type": "kv", "options": {"version": "2"}})).await;
-    bao.api("POST", "team1/kv/data/app", json!({"data": {"password": "in-namespace"}})).await;
+    let (status, body) = bao
+        .request("POST", "sys/namespaces/team1", json!({}), Some("root"))
+        .await;
+    assert!(
+        status.is_success(),
+        "this OpenBao build must support namespaces: {status} {body}"
+    );
+    bao.api(
+        "POST",
+        "team1/sys/mounts/kv",
+        json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "team1/kv/data/app",
+        json!({"data": {"password": "in-namespace"}}),
+    )
+    .await;
     let signer = Signer::new();
     jwt_setup(&bao, "team1/", &signer, "web", NS, SA, &["kv/data/app"]).await;
     let tokens = tokens_json("vault", &signer.token(NS, SA, "vault"));
     let objects = "- {objectName: p, secretPath: kv/data/app, secretKey: password}";
     let mut with_ns = params(&bao, objects);
     with_ns.push(("vaultNamespace", "team1"));
-    let out = provider().mount(&input(NS, SA, &tokens, &with_ns)).await.unwrap();
+    let out = provider()
+        .mount(&input(NS, SA, &tokens, &with_ns))
+        .await
+        .unwrap();
     assert_eq!(text(&out, "p"), "in-namespace");
-    let err = provider().mount(&input(NS, SA, &tokens, &params(&bao, objects))).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "without the namespace the role does not exist: {err}");
+    let err = provider()
+        .mount(&input(NS, SA, &tokens, &params(&bao, objects)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "without the namespace the role does not exist: {err}"
+    );
 }

@@ -27,7 +27,11 @@ pub struct Signer {
 
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().expect("run openssl");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -36,9 +40,18 @@ impl Signer {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("sa.key");
         run(Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
             .arg(&key));
-        let public = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key));
+        let public = run(Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key));
         Self {
             key,
             public_pem: String::from_utf8(public).unwrap(),
@@ -71,7 +84,12 @@ impl Signer {
             .spawn()
             .unwrap();
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         format!("{input}.{}", b64(&out.stdout))
@@ -80,10 +98,30 @@ impl Signer {
 
 /// Enables `auth/jwt` (path prefix `prefix`, e.g. "" or "team1/") trusting `signer`, a policy
 /// reading `paths`, and role `role` for ServiceAccount `ns/sa` with audience `vault`.
-pub async fn jwt_setup(bao: &OpenBao, prefix: &str, signer: &Signer, role: &str, ns: &str, sa: &str, paths: &[&str]) {
-    let (status, _) = bao.request("GET", &format!("{prefix}sys/auth/jwt"), Value::Null, Some("root")).await;
+pub async fn jwt_setup(
+    bao: &OpenBao,
+    prefix: &str,
+    signer: &Signer,
+    role: &str,
+    ns: &str,
+    sa: &str,
+    paths: &[&str],
+) {
+    let (status, _) = bao
+        .request(
+            "GET",
+            &format!("{prefix}sys/auth/jwt"),
+            Value::Null,
+            Some("root"),
+        )
+        .await;
     if !status.is_success() {
-        bao.api("POST", &format!("{prefix}sys/auth/jwt"), json!({"type": "jwt"})).await;
+        bao.api(
+            "POST",
+            &format!("{prefix}sys/auth/jwt"),
+            json!({"type": "jwt"}),
+        )
+        .await;
         bao.api(
             "POST",
             &format!("{prefix}auth/jwt/config"),
@@ -95,7 +133,12 @@ pub async fn jwt_setup(bao: &OpenBao, prefix: &str, signer: &Signer, role: &str,
         .iter()
         .map(|p| format!("path \"{p}\" {{ capabilities = [\"read\", \"update\"] }}\n"))
         .collect();
-    bao.api("PUT", &format!("{prefix}sys/policies/acl/{role}"), json!({"policy": hcl})).await;
+    bao.api(
+        "PUT",
+        &format!("{prefix}sys/policies/acl/{role}"),
+        json!({"policy": hcl}),
+    )
+    .await;
     bao.api(
         "POST",
         &format!("{prefix}auth/jwt/role/{role}"),
@@ -120,12 +163,17 @@ pub fn tokens_json(audience: &str, token: &str) -> String {
 
 /// A mount input as publish builds it: class parameters plus the pod's volume context.
 pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
-    let mut attributes: BTreeMap<String, String> =
-        params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut attributes: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (k, v) in [
         ("csi.storage.k8s.io/pod.name", "app-0"),
         ("csi.storage.k8s.io/pod.namespace", ns),
-        ("csi.storage.k8s.io/pod.uid", "0b2e1f4c-0000-4000-8000-000000000001"),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b2e1f4c-0000-4000-8000-000000000001",
+        ),
         ("csi.storage.k8s.io/serviceAccount.name", sa),
         ("secretProviderClass", "test"),
     ] {
@@ -148,7 +196,12 @@ pub fn text(output: &MountOutput, name: &str) -> String {
         .files
         .iter()
         .find(|f| f.path == name)
-        .unwrap_or_else(|| panic!("no file {name} in {:?}", output.files.iter().map(|f| &f.path).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no file {name} in {:?}",
+                output.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+            )
+        });
     String::from_utf8(file.contents.expose().clone()).unwrap()
 }
 
