@@ -46,7 +46,7 @@ if [[ -n $missing_dists ]]; then
             die "could not pip install $reqs (try: $PY -m pip install $reqs)"
         fi
     fi
-    command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash 2>/dev/null || true; fi
 fi
 
 # Executables the tests run: on PATH, or in the interpreter's or the user site's bin dir.

@@ -146,32 +146,66 @@ impl ClassSource for WatchedClasses {
 }
 
 /// Local mode: SecretProviderClass manifests (YAML, several documents per file allowed) in a
-/// directory, read at each lookup so edits take effect at once. A manifest without a
-/// namespace belongs to `default`.
-#[derive(Debug, Clone)]
+/// directory. Edits take effect at the next lookup: the parsed set is kept until a manifest's
+/// name, size or mtime changes. A manifest without a namespace belongs to `default`.
+#[derive(Debug)]
 pub struct DirectoryClasses {
     dir: PathBuf,
+    cache: std::sync::Mutex<Option<(Fingerprint, Arc<Vec<Arc<SecretProviderClass>>>)>>,
 }
+
+/// Name, size and mtime of every manifest file.
+type Fingerprint = Vec<(PathBuf, u64, std::time::SystemTime)>;
 
 impl DirectoryClasses {
     /// Serves the classes found in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            cache: std::sync::Mutex::new(None),
+        }
     }
 
-    fn load(&self) -> Result<Vec<SecretProviderClass>, LookupError> {
+    fn fingerprint(&self) -> Result<Fingerprint, LookupError> {
+        let read_err = |source| LookupError::ReadDir {
+            dir: self.dir.clone(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(read_err)? {
+            let path = entry.map_err(read_err)?.path();
+            if is_manifest(&path) {
+                let meta = std::fs::metadata(&path).map_err(read_err)?;
+                files.push((path, meta.len(), meta.modified().map_err(read_err)?));
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn classes(&self) -> Result<Arc<Vec<Arc<SecretProviderClass>>>, LookupError> {
+        let fingerprint = self.fingerprint()?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, classes)) = cache.as_ref()
+            && *seen == fingerprint
+        {
+            return Ok(classes.clone());
+        }
+        let files = fingerprint
+            .iter()
+            .map(|(path, _, _)| path.clone())
+            .collect();
+        let classes: Arc<Vec<_>> = Arc::new(self.parse(files)?.into_iter().map(Arc::new).collect());
+        *cache = Some((fingerprint, classes.clone()));
+        Ok(classes)
+    }
+
+    fn parse(&self, files: Vec<PathBuf>) -> Result<Vec<SecretProviderClass>, LookupError> {
         let read_err = |source| LookupError::ReadDir {
             dir: self.dir.clone(),
             source,
         };
         let mut classes = Vec::new();
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
-            .map_err(read_err)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| is_manifest(p))
-            .collect();
-        files.sort();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(read_err)?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -211,11 +245,12 @@ impl ClassSource for DirectoryClasses {
         namespace: &str,
         name: &str,
     ) -> Result<Arc<SecretProviderClass>, LookupError> {
-        let found = self.load()?.into_iter().find(|c| {
+        let classes = self.classes()?;
+        let found = classes.iter().find(|c| {
             c.metadata.name.as_deref() == Some(name)
                 && c.metadata.namespace.as_deref().unwrap_or("default") == namespace
         });
-        found.map(Arc::new).ok_or_else(|| LookupError::NotFound {
+        found.cloned().ok_or_else(|| LookupError::NotFound {
             namespace: namespace.into(),
             name: name.into(),
         })
@@ -247,6 +282,16 @@ mod tests {
         assert_eq!(class.spec.provider.as_deref(), Some("vault"));
         let class = source.get("prod", "db").await.unwrap();
         assert_eq!(class.spec.provider.as_deref(), Some("aws"));
+        // An edit is seen at the next lookup.
+        std::fs::write(
+            dir.path().join("more.yml"),
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+             metadata: {name: db, namespace: other}\nspec: {provider: gcp}\n",
+        )
+        .unwrap();
+        let class = source.get("other", "db").await.unwrap();
+        assert_eq!(class.spec.provider.as_deref(), Some("gcp"));
+        std::fs::remove_file(dir.path().join("more.yml")).unwrap();
         let err = source.get("other", "db").await.unwrap_err();
         assert_eq!(
             err.to_string(),

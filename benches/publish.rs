@@ -1,0 +1,155 @@
+//! Load driver: publishes and unpublishes N volumes over the real CSI socket at concurrency C
+//! against an in-process provider plugin, and reports NodePublishVolume latency (p50/p99),
+//! the republish fast path, and the node process's peak RSS with 110 volumes mounted.
+//!
+//! `cargo bench --bench publish -- [--volumes N] [--concurrency C]`
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::plugin::{FakePlugin, Reply};
+
+struct Settings {
+    volumes: usize,
+    concurrency: usize,
+}
+
+fn settings() -> Settings {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Settings {
+        volumes: value("--volumes", 1000),
+        concurrency: value("--concurrency", 32),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "{name:<28} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms  max={:>8.3} ms",
+        samples.len(),
+        percentile(&samples, 0.50).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3,
+    );
+}
+
+/// Runs `count` publishes (or republishes) `concurrency` at a time; returns each call's latency.
+async fn publish_all(
+    node: &NodeProcess,
+    pods: &Path,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) -> Vec<Duration> {
+    let client = node.node_client().await;
+    futures::stream::iter(range)
+        .map(|n| {
+            let target = pods.join(format!("pod-{n}/mount"));
+            let req = publish_request(&format!("v{n}"), &target, "db", "bench");
+            let mut client = client.clone();
+            async move {
+                let start = Instant::now();
+                client.node_publish_volume(req).await.expect("publish");
+                start.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+async fn unpublish_all(node: &NodeProcess, pods: &Path, range: std::ops::Range<usize>, concurrency: usize) {
+    let client = node.node_client().await;
+    futures::stream::iter(range)
+        .map(|n| {
+            let target = pods.join(format!("pod-{n}/mount"));
+            let mut client = client.clone();
+            async move {
+                client
+                    .node_unpublish_volume(unpublish_request(&format!("v{n}"), &target))
+                    .await
+                    .expect("unpublish");
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+#[tokio::main]
+async fn main() {
+    let s = settings();
+    let tmp = tempfile::tempdir().unwrap();
+    let (classes, providers, pods) = (
+        tmp.path().join("classes"),
+        tmp.path().join("providers"),
+        tmp.path().join("pods"),
+    );
+    write_class(&classes, "bench", "db", "fake", &[("objects", "- a\n- b\n- c")]);
+    let reply = Reply::files(&[("user", "app"), ("password", "bench-pw"), ("tls.key", "k")]);
+    let _plugin = FakePlugin::start(&providers, "fake", reply).await;
+    let node = NodeProcess::start(NodeOptions {
+        class_dir: Some(classes),
+        provider_dir: Some(providers),
+        args: vec![
+            "--enable-secret-rotation".into(),
+            "--rotation-poll-interval=1h".into(),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Default::default()
+    })
+    .await;
+    println!(
+        "keymount publish benchmark: {} volumes, concurrency {}, 3 files per volume, release build",
+        s.volumes, s.concurrency
+    );
+
+    // 1. First publishes (mount tmpfs, call the plugin, validate, write, record state).
+    let mut first = Vec::new();
+    let mut done = 0;
+    while done < s.volumes {
+        let batch = (s.volumes - done).min(110);
+        first.extend(publish_all(&node, &pods, done..done + batch, s.concurrency).await);
+        unpublish_all(&node, &pods, done..done + batch, s.concurrency).await;
+        done += batch;
+    }
+    report("NodePublishVolume (mount)", first);
+
+    // 2. 110 volumes mounted (kubelet's default max pods), then kubelet-style republishes.
+    publish_all(&node, &pods, 0..110, s.concurrency).await;
+    let mut republish = Vec::new();
+    for _ in 0..(s.volumes / 110).max(1) {
+        republish.extend(publish_all(&node, &pods, 0..110, s.concurrency).await);
+    }
+    report("republish inside interval", republish);
+    let pid = node.pid();
+    println!("peak RSS of keymount node with 110 volumes mounted: {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    unpublish_all(&node, &pods, 0..110, s.concurrency).await;
+    assert!(harness::mounts::mounts_under(tmp.path()).is_empty(), "mount leaked");
+}
