@@ -211,16 +211,25 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Every log line of this test binary at TRACE, from all tests and threads. A global
+/// subscriber, because a thread-local one misses events whose callsite another test thread
+/// registered first.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+}
+
 #[tokio::test]
 async fn fifty_concurrent_mounts_one_login_one_read_no_sharing_no_leaks() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = captured_logs();
     let bao = OpenBao::start().await;
     let signer = Signer::new();
     jwt_setup(
