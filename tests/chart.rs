@@ -243,7 +243,11 @@ fn rbac_rules_are_exactly_the_intended_ones() {
                 "secretproviderclasses",
                 &["get", "list", "watch"],
             ),
-            rule(SPC_GROUP, "secretproviderclasspodstatuses", &["patch"]),
+            rule(
+                SPC_GROUP,
+                "secretproviderclasspodstatuses",
+                &["create", "patch"],
+            ),
             rule("", "events", &["create"]),
         ];
         if aws {
