@@ -5,6 +5,7 @@ pub mod context;
 pub mod locks;
 pub mod pod_status;
 pub mod publish;
+pub mod recover;
 pub mod service;
 pub mod state;
 pub mod unpublish;

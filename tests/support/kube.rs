@@ -105,6 +105,23 @@ impl TestKube {
         kube::Client::try_from(self.config.clone()).expect("kube client from test kubeconfig")
     }
 
+    /// A client that impersonates `user` (e.g. `system:serviceaccount:NS:NAME`): requests are
+    /// authorized by RBAC as that user.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        install_crypto_provider();
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.into());
+        kube::Client::try_from(config).expect("impersonating kube client")
+    }
+
+    /// Installs keymount's SecretProviderClass and SecretProviderClassPodStatus CRDs from the
+    /// checked-in `deploy/crds.yaml` (the output of `keymount crd`).
+    pub async fn install_keymount_crds(&self) {
+        let path = repo_root().join("deploy/crds.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        self.install_crds(&yaml).await;
+    }
+
     /// The admin kubeconfig (system:masters).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
