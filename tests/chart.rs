@@ -178,6 +178,26 @@ fn every_render_validates_strictly_against_kubernetes_1_29_and_1_33() {
 }
 
 #[test]
+fn helm_lint_strict_passes_for_every_value_set() {
+    for (name, values) in value_sets() {
+        let out = Command::new(render::python())
+            .arg(root().join("tests/chart/render.py"))
+            .arg("lint")
+            .arg(render::chart())
+            .arg(format!("--values={values}"))
+            .arg("--kube-version=v1.33.0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm lint --strict ({name}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn values_and_static_manifests_pass_yamllint() {
     let out = Command::new("yamllint")
         .arg("--strict")
