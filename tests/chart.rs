@@ -178,6 +178,58 @@ fn every_render_validates_strictly_against_kubernetes_1_29_and_1_33() {
 }
 
 #[test]
+fn helm_lint_strict_passes_for_every_value_set() {
+    for (name, values) in value_sets() {
+        let out = Command::new(render::python())
+            .arg(root().join("tests/chart/render.py"))
+            .arg("lint")
+            .arg(render::chart())
+            .arg(format!("--values={values}"))
+            .arg("--kube-version=v1.33.0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm lint --strict ({name}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    for (values, names) in [
+        (
+            json!({"tokenRequests": [{"audiance": "vault"}]}),
+            "/tokenRequests/0",
+        ),
+        (json!({"tmpfsSize": "16MB"}), "/tmpfsSize"),
+        (
+            json!({"builtinProviders": {"gcp": {"enabled": true}}}),
+            "'gcp' not allowed",
+        ),
+        (
+            json!({"enableSecretRotation": "yes"}),
+            "/enableSecretRotation",
+        ),
+        (
+            json!({"rotationPollInterval": "2 minutes"}),
+            "/rotationPollInterval",
+        ),
+        (
+            json!({"linux": {"kubeletRootDir": "var/lib/kubelet"}}),
+            "/linux/kubeletRootDir",
+        ),
+    ] {
+        let error = render::render_error(&values);
+        assert!(error.contains(names), "{values}: {error}");
+    }
+    let error = render::render_error(&json!({"serviceAccount": {"create": false}}));
+    assert!(error.contains("serviceAccount.name is required"), "{error}");
+}
+
+#[test]
 fn values_and_static_manifests_pass_yamllint() {
     let out = Command::new("yamllint")
         .arg("--strict")

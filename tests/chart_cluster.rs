@@ -10,14 +10,15 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use keymount::class::{SecretProviderClass, SecretProviderClassPodStatus};
 use keymount::provider::ObjectVersion;
+use keymount::volume::events;
 use keymount::volume::pod_status::{self, PodStatusInput};
 use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
-    PostParams, WatchParams,
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    WatchParams,
 };
 use render::{TEST_SERVER_VERSION, objects, one, render_in, root};
 use serde_json::{Value, json};
@@ -254,28 +255,15 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
     assert_eq!(stored.status.unwrap().objects.unwrap()[0].version, "1");
     let sas: Api<ServiceAccount> = Api::namespaced(me.clone(), &app);
     assert_eq!(code(&sas.get("app").await), 200);
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some("web.".into()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            kind: Some("Pod".into()),
-            name: Some("web".into()),
-            namespace: Some(app.clone()),
-            uid: Some(uid.clone()),
-            ..Default::default()
-        },
-        reason: Some("SecretRotationFailed".into()),
-        message: Some("test".into()),
-        type_: Some("Warning".into()),
-        ..Default::default()
+    let pod_ref = events::PodRef {
+        namespace: app.clone(),
+        name: "web".into(),
+        uid: uid.clone(),
     };
-    let events: Api<Event> = Api::namespaced(me.clone(), &app);
-    assert_eq!(
-        code(&events.create(&PostParams::default(), &event).await),
-        200
-    );
+    let event = events::warn(&me, &pod_ref, events::ROTATION_FAILED, "test", "node-1")
+        .await
+        .expect("record an Event on the pod");
+    assert_eq!(event.involved_object.uid.as_deref(), Some(uid.as_str()));
 
     // And nothing else.
     let secrets: Api<Secret> = Api::namespaced(me.clone(), &app);

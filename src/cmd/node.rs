@@ -130,19 +130,24 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         tracing::info!(grace = ?grace, "no new calls; waiting for calls in flight");
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
-        result = &mut serve => result?,
-        () = drain_deadline => tracing::warn!(
-            grace = ?grace,
-            "calls still in flight after the shutdown grace period; exiting without them"
-        ),
-    }
+    let served = tokio::select! {
+        result = &mut serve => result,
+        () = drain_deadline => {
+            tracing::warn!(
+                grace = ?grace,
+                "calls still in flight after the shutdown grace period; exiting without them"
+            );
+            Ok(())
+        }
+    };
+    shutdown.cancel();
     socket_id.remove_if_same(&socket);
     http_stop.cancel();
     http_task.await??;
     for task in tasks {
         let _ = task.await;
     }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the tmpfs mount, the atomic writer and the pod status object.
 
 pub mod context;
+pub mod events;
 pub mod locks;
 pub mod pod_status;
 pub mod publish;

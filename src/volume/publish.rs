@@ -443,8 +443,31 @@ impl VolumeService {
                 self.metrics
                     .rotation(work.provider_name, false, Some(error.reason()), seconds);
                 tracing::warn!(%error, versions = record.versions.len(), "rotation failed; old content kept");
+                self.rotation_failed_event(work.context, &error);
                 PublishOutcome::RotationFailed
             }
+        }
+    }
+
+    /// A Warning Event on the pod (API server mode, pod known): kubelet saw success.
+    fn rotation_failed_event(&self, context: &VolumeContext, error: &PublishError) {
+        if let (Some(client), Some(name), Some(uid)) = (
+            self.kube.clone(),
+            context.pod_name.clone(),
+            context.pod_uid.clone(),
+        ) {
+            let pod = super::events::PodRef {
+                namespace: context.pod_namespace.clone(),
+                name,
+                uid,
+            };
+            super::events::warn_in_background(
+                client,
+                pod,
+                super::events::ROTATION_FAILED,
+                format!("secret rotation failed, old content kept: {error}"),
+                self.config.node_id.clone(),
+            );
         }
     }
 

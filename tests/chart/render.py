@@ -5,6 +5,8 @@ against the CRD schemas. Called by tests/chart.rs.
   render.py render CHART --values JSON --kube-version V [--name N] [--namespace NS] [--crds]
       prints the rendered objects as one YAML stream (`# Source:` before each document,
       templates in path order; with --crds the chart's crds/ first)
+  render.py lint CHART --values JSON --kube-version V
+      `helm lint --strict`; fails on any warning or error
   render.py check-crs CRDS_YAML FILE...
       validates every custom resource in FILE... against the openAPIV3Schema of its version in
       CRDS_YAML, strictly: a field the schema does not name is an error
@@ -120,6 +122,19 @@ def check_crs(args):
     return 1 if failures or not checked else 0
 
 
+def lint(args):
+    report = helm_python.lint(
+        args.chart, json.loads(args.values), strict=True, namespace="kube-system",
+        kube_version=args.kube_version,
+    )
+    bad = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    for message in report["messages"]:
+        print(f'lint severity={message["severity"]} {message["path"]}: {message["error"]}')
+    for error in report["errors"]:
+        print(f"lint error: {error}")
+    return 1 if bad or report["total_charts_linted"] != 1 else 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -130,6 +145,10 @@ def main():
     r.add_argument("--name", default="keymount")
     r.add_argument("--namespace", default="kube-system")
     r.add_argument("--crds", action="store_true")
+    lnt = sub.add_parser("lint")
+    lnt.add_argument("chart")
+    lnt.add_argument("--values", default="{}")
+    lnt.add_argument("--kube-version", required=True)
     c = sub.add_parser("check-crs")
     c.add_argument("crds")
     c.add_argument("files", nargs="+")
@@ -137,6 +156,8 @@ def main():
     if args.cmd == "render":
         render(args)
         return 0
+    if args.cmd == "lint":
+        return lint(args)
     return check_crs(args)
 
 

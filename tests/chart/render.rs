@@ -57,6 +57,20 @@ pub fn render_in(
     String::from_utf8(out.stdout).expect("UTF-8 render")
 }
 
+/// The error of a render that must fail (bad values), as the Helm SDK words it.
+pub fn render_error(values: &serde_json::Value) -> String {
+    let out = Command::new(python())
+        .arg(root().join("tests/chart/render.py"))
+        .arg("render")
+        .arg(chart())
+        .arg(format!("--values={values}"))
+        .arg("--kube-version=v1.33.0")
+        .output()
+        .expect("run tests/chart/render.py");
+    assert!(!out.status.success(), "values {values} were accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// [`render_in`] into `kube-system`, without CRDs.
 pub fn render(values: &serde_json::Value, kube_version: &str) -> String {
     render_in(values, kube_version, "kube-system", false)
