@@ -1,6 +1,6 @@
 //! The aws provider against a real moto server (behind a counting proxy) and the real test
 //! kube-apiserver, through the `Provider` trait: every parameter form, batching, retries,
-//! failover, IRSA and EKS Pod Identity, and the failure codes.
+//! failover, and the failure codes (identities: `aws_identity.rs`).
 
 mod aws_support;
 mod support;
@@ -8,8 +8,7 @@ mod support;
 use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
 use aws_support::{
-    AwsProxy, Fault, PodIdentityAgent, Rule, args, bytes, input, mode, sm, ssm, text,
-    tokens_json, version,
+    AwsProxy, Fault, Rule, args, bytes, input, mode, sm, ssm, text, tokens_json, version,
 };
 use keymount::provider::Provider;
 use keymount::provider::aws::AwsProvider;
@@ -74,11 +73,27 @@ async fn secrets_and_parameters_in_every_form() {
         .version_id()
         .unwrap()
         .to_owned();
-    let api = sm.create_secret().name("api-key").secret_string("api-key-value").send().await.unwrap();
+    let api = sm
+        .create_secret()
+        .name("api-key")
+        .secret_string("api-key-value")
+        .send()
+        .await
+        .unwrap();
     let api_arn = api.arn().unwrap().to_owned();
     let binary = vec![0u8, 159, 146, 150, 255, 1, 2];
-    sm.create_secret().name("cert.bin").secret_binary(Blob::new(binary.clone())).send().await.unwrap();
-    sm.create_secret().name("labelled").secret_string("blue-value").send().await.unwrap();
+    sm.create_secret()
+        .name("cert.bin")
+        .secret_binary(Blob::new(binary.clone()))
+        .send()
+        .await
+        .unwrap();
+    sm.create_secret()
+        .name("labelled")
+        .secret_string("blue-value")
+        .send()
+        .await
+        .unwrap();
     sm.put_secret_value()
         .secret_id("labelled")
         .secret_string("green-value")
@@ -89,8 +104,20 @@ async fn secrets_and_parameters_in_every_form() {
     let ps = ssm(&moto);
     put_param(&ps, "/app/color", "red", ParameterType::String).await;
     put_param(&ps, "/app/color", "blue", ParameterType::String).await;
-    ps.label_parameter_version().name("/app/color").parameter_version(1).labels("stable").send().await.unwrap();
-    put_param(&ps, "/app/password", "ssm-secure-pass", ParameterType::SecureString).await;
+    ps.label_parameter_version()
+        .name("/app/color")
+        .parameter_version(1)
+        .labels("stable")
+        .send()
+        .await
+        .unwrap();
+    put_param(
+        &ps,
+        "/app/password",
+        "ssm-secure-pass",
+        ParameterType::SecureString,
+    )
+    .await;
     put_param(&ps, "plain", "a,b,c", ParameterType::StringList).await;
 
     let objects = format!(
@@ -115,7 +142,15 @@ async fn secrets_and_parameters_in_every_form() {
 "#
     );
     let p = local_provider(&proxy);
-    let out = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[]))).await.unwrap();
+    let out = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[]),
+        ))
+        .await
+        .unwrap();
     let db: serde_json::Value = serde_json::from_str(&text(&out, "team_db")).unwrap();
     assert_eq!(db["password"], "db-pass-two");
     assert_eq!(mode(&out, "team_db"), 0o600);
@@ -127,7 +162,11 @@ async fn secrets_and_parameters_in_every_form() {
     assert!(text(&out, "db-previous").contains("db-pass-one"));
     assert!(text(&out, "db-v1").contains("db-pass-one"));
     assert_eq!(text(&out, "api-key"), "api-key-value");
-    assert_eq!(bytes(&out, "cert.bin"), binary, "binary secrets are written as bytes");
+    assert_eq!(
+        bytes(&out, "cert.bin"),
+        binary,
+        "binary secrets are written as bytes"
+    );
     assert_eq!(text(&out, "green"), "green-value");
     assert_eq!(text(&out, "_app_color"), "blue");
     assert_eq!(text(&out, "color-v1"), "red");
@@ -145,10 +184,33 @@ async fn secrets_and_parameters_in_every_form() {
     assert_eq!(out.versions.len(), out.files.len());
 
     // An unchanged secret keeps its version; a rotated one gets a new one.
-    let again = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[]))).await.unwrap();
+    let again = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.versions, again.versions);
-    sm.put_secret_value().secret_id("team/db").secret_string(r#"{"username":"root","hosts":[{},{"name":"h1"}],"nested":{"deep":{"key":"k"}}}"#).send().await.unwrap();
-    let rotated = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[]))).await.unwrap();
+    sm.put_secret_value()
+        .secret_id("team/db")
+        .secret_string(
+            r#"{"username":"root","hosts":[{},{"name":"h1"}],"nested":{"deep":{"key":"k"}}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let rotated = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[]),
+        ))
+        .await
+        .unwrap();
     assert_ne!(version(&rotated, "team_db"), v2);
     assert_eq!(text(&rotated, "db-user"), "root");
     assert_eq!(version(&rotated, "_app_color"), "2");
@@ -156,10 +218,28 @@ async fn secrets_and_parameters_in_every_form() {
 
     // pathTranslation: another character, or off (files in subdirectories); an ARN without
     // an alias is its own file name.
-    let objects = format!("- {{objectName: team/db, objectType: secretsmanager}}\n- {{objectName: \"{api_arn}\"}}");
-    let dash = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[("pathTranslation", "-")]))).await.unwrap();
+    let objects = format!(
+        "- {{objectName: team/db, objectType: secretsmanager}}\n- {{objectName: \"{api_arn}\"}}"
+    );
+    let dash = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[("pathTranslation", "-")]),
+        ))
+        .await
+        .unwrap();
     assert!(dash.files.iter().any(|f| f.path == "team-db"));
-    let off = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[("pathTranslation", "False")]))).await.unwrap();
+    let off = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[("pathTranslation", "False")]),
+        ))
+        .await
+        .unwrap();
     assert!(off.files.iter().any(|f| f.path == "team/db"));
     assert_eq!(text(&off, &api_arn), "api-key-value");
 }
@@ -171,16 +251,39 @@ async fn batches_of_20_secrets_and_10_parameters_and_cached_credentials() {
     let ps = ssm(&moto);
     let mut objects = String::new();
     for i in 0..25 {
-        sm.create_secret().name(format!("bulk/s{i}")).secret_string(format!("secret-{i}")).send().await.unwrap();
-        objects.push_str(&format!("- {{objectName: bulk/s{i}, objectType: secretsmanager}}\n"));
+        sm.create_secret()
+            .name(format!("bulk/s{i}"))
+            .secret_string(format!("secret-{i}"))
+            .send()
+            .await
+            .unwrap();
+        objects.push_str(&format!(
+            "- {{objectName: bulk/s{i}, objectType: secretsmanager}}\n"
+        ));
     }
     for i in 0..15 {
-        put_param(&ps, &format!("/bulk/p{i}"), &format!("param-{i}"), ParameterType::SecureString).await;
-        objects.push_str(&format!("- {{objectName: /bulk/p{i}, objectType: ssmparameter}}\n"));
+        put_param(
+            &ps,
+            &format!("/bulk/p{i}"),
+            &format!("param-{i}"),
+            ParameterType::SecureString,
+        )
+        .await;
+        objects.push_str(&format!(
+            "- {{objectName: /bulk/p{i}, objectType: ssmparameter}}\n"
+        ));
     }
     proxy.reset();
     let p = local_provider(&proxy);
-    let out = p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[]))).await.unwrap();
+    let out = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(&objects, &[]),
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.files.len(), 40);
     assert_eq!(text(&out, "bulk_s24"), "secret-24");
     assert_eq!(text(&out, "_bulk_p14"), "param-14");
@@ -189,21 +292,41 @@ async fn batches_of_20_secrets_and_10_parameters_and_cached_credentials() {
     assert_eq!(proxy.count("GetParameters"), 2);
     assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
     // The second mount reuses the credentials.
-    p.mount(&input("shop", "web", &irsa_tokens(), &params(&objects, &[]))).await.unwrap();
+    p.mount(&input(
+        "shop",
+        "web",
+        &irsa_tokens(),
+        &params(&objects, &[]),
+    ))
+    .await
+    .unwrap();
     assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_eq!(proxy.count("BatchGetSecretValue"), 4);
     assert_eq!(p.cached_identities(), 1);
     // Every data call was signed with the assumed role's credentials, not moto's defaults.
-    let sts = proxy.calls().into_iter().find(|c| c.action == "AssumeRoleWithWebIdentity").unwrap();
+    let sts = proxy
+        .calls()
+        .into_iter()
+        .find(|c| c.action == "AssumeRoleWithWebIdentity")
+        .unwrap();
     let key = between(&sts.answer, "<AccessKeyId>", "</AccessKeyId>");
-    assert!(proxy.calls().iter().filter(|c| c.action != "AssumeRoleWithWebIdentity").all(|c| c.access_key == key));
+    assert!(
+        proxy
+            .calls()
+            .iter()
+            .filter(|c| c.action != "AssumeRoleWithWebIdentity")
+            .all(|c| c.access_key == key)
+    );
     assert_eq!(sts.form["RoleArn"], ROLE);
     assert_eq!(sts.form["WebIdentityToken"], FAKE_JWT);
     assert_eq!(sts.form["RoleSessionName"], "keymount-shop-web");
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).unwrap_or_else(|| panic!("{start} in {text}")) + start.len();
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} in {text}"))
+        + start.len();
     &text[from..from + text[from..].find(end).unwrap()]
 }
 
@@ -211,7 +334,12 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 async fn failures_have_codes_and_name_the_object() {
     let (moto, proxy) = bed().await;
     let sm = moto.secretsmanager();
-    sm.create_secret().name("present").secret_string(r#"{"a":{"b":"c"},"n":1}"#).send().await.unwrap();
+    sm.create_secret()
+        .name("present")
+        .secret_string(r#"{"a":{"b":"c"},"n":1}"#)
+        .send()
+        .await
+        .unwrap();
     let p = local_provider(&proxy);
     let mount = |objects: String, extra: Vec<(&'static str, &'static str)>| {
         let p = &p;
@@ -223,48 +351,129 @@ async fn failures_have_codes_and_name_the_object() {
     };
     let e = mount("- {objectName: present, objectType: secretsmanager}\n- {objectName: no/such/secret, objectType: secretsmanager}".into(), vec![]).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
-    assert!(e.to_string().contains("no/such/secret") && e.to_string().contains("objects[1]"), "{e}");
-    let e = mount("- {objectName: /no/such/param, objectType: ssmparameter}".into(), vec![]).await.unwrap_err();
+    assert!(
+        e.to_string().contains("no/such/secret") && e.to_string().contains("objects[1]"),
+        "{e}"
+    );
+    let e = mount(
+        "- {objectName: /no/such/param, objectType: ssmparameter}".into(),
+        vec![],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert!(e.to_string().contains("/no/such/param"), "{e}");
     let e = mount("- {objectName: present, objectType: secretsmanager, jmesPath: [{path: a.x, objectAlias: x}]}".into(), vec![]).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
-    assert!(e.to_string().contains("a.x") && e.to_string().contains("present"), "{e}");
+    assert!(
+        e.to_string().contains("a.x") && e.to_string().contains("present"),
+        "{e}"
+    );
     let e = mount("- {objectName: present, objectType: secretsmanager, jmesPath: [{path: n, objectAlias: x}]}".into(), vec![]).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
-    let e = mount("- {objectName: present}".into(), vec![]).await.unwrap_err();
+    let e = mount("- {objectName: present}".into(), vec![])
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("objects[0].objectType"), "{e}");
 
     // AccessDenied from AWS is PERMISSION_DENIED.
-    proxy.fault(Rule { action: Some("GetSecretValue"), region: None, remaining: None, fault: Fault::AccessDenied });
-    let e = mount("- {objectName: present, objectType: secretsmanager, objectVersionLabel: AWSCURRENT}".into(), vec![]).await.unwrap_err();
+    proxy.fault(Rule {
+        action: Some("GetSecretValue"),
+        region: None,
+        remaining: None,
+        fault: Fault::AccessDenied,
+    });
+    let e = mount(
+        "- {objectName: present, objectType: secretsmanager, objectVersionLabel: AWSCURRENT}"
+            .into(),
+        vec![],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("AccessDeniedException") && e.to_string().contains("present"), "{e}");
+    assert!(
+        e.to_string().contains("AccessDeniedException") && e.to_string().contains("present"),
+        "{e}"
+    );
     // An IAM policy without secretsmanager:BatchGetSecretValue: read one by one instead.
     proxy.clear_faults();
-    proxy.fault(Rule { action: Some("BatchGetSecretValue"), region: None, remaining: None, fault: Fault::AccessDenied });
+    proxy.fault(Rule {
+        action: Some("BatchGetSecretValue"),
+        region: None,
+        remaining: None,
+        fault: Fault::AccessDenied,
+    });
     proxy.reset();
-    let out = mount("- {objectName: present, objectType: secretsmanager}".into(), vec![]).await.unwrap();
+    let out = mount(
+        "- {objectName: present, objectType: secretsmanager}".into(),
+        vec![],
+    )
+    .await
+    .unwrap();
     assert!(text(&out, "present").contains("\"c\""));
-    assert_eq!((proxy.count("BatchGetSecretValue"), proxy.count("GetSecretValue")), (1, 1));
+    assert_eq!(
+        (
+            proxy.count("BatchGetSecretValue"),
+            proxy.count("GetSecretValue")
+        ),
+        (1, 1)
+    );
     proxy.clear_faults();
 
     // What the pod or node lacks is said, with what to add.
     let objects = "- {objectName: present, objectType: secretsmanager}";
-    let no_region = p.mount(&input("shop", "web", &irsa_tokens(), &[("roleArn", ROLE), ("objects", objects)])).await.unwrap_err();
+    let no_region = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &[("roleArn", ROLE), ("objects", objects)],
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(no_region.code(), Code::FailedPrecondition);
-    assert!(no_region.to_string().contains("topology.kubernetes.io/region"), "{no_region}");
-    let no_token = p.mount(&input("shop", "web", "", &params(objects, &[]))).await.unwrap_err();
+    assert!(
+        no_region
+            .to_string()
+            .contains("topology.kubernetes.io/region"),
+        "{no_region}"
+    );
+    let no_token = p
+        .mount(&input("shop", "web", "", &params(objects, &[])))
+        .await
+        .unwrap_err();
     assert_eq!(no_token.code(), Code::FailedPrecondition);
-    assert!(no_token.to_string().contains("audience: sts.amazonaws.com") && no_token.to_string().contains("tokenRequests"), "{no_token}");
-    let no_role = p.mount(&input("shop", "web", &irsa_tokens(), &[("region", REGION), ("objects", objects)])).await.unwrap_err();
+    assert!(
+        no_token.to_string().contains("audience: sts.amazonaws.com")
+            && no_token.to_string().contains("tokenRequests"),
+        "{no_token}"
+    );
+    let no_role = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &[("region", REGION), ("objects", objects)],
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(no_role.code(), Code::FailedPrecondition);
     assert!(no_role.to_string().contains("roleArn"), "{no_role}");
-    let bad = p.mount(&input("shop", "web", &irsa_tokens(), &params(objects, &[("usePodIdentity", "maybe")]))).await.unwrap_err();
+    let bad = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(objects, &[("usePodIdentity", "maybe")]),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.to_string().contains("usePodIdentity"), "{bad}");
-    let wrong_region = format!("- {{objectName: \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf\"}}");
+    let wrong_region =
+        "- {objectName: \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf\"}"
+            .to_string();
     let e = mount(wrong_region, vec![]).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.to_string().contains("eu-west-1"), "{e}");
@@ -277,146 +486,177 @@ async fn failures_have_codes_and_name_the_object() {
 #[tokio::test]
 async fn throttling_is_retried_then_unavailable() {
     let (moto, proxy) = bed().await;
-    moto.secretsmanager().create_secret().name("busy").secret_string("busy-value").send().await.unwrap();
+    moto.secretsmanager()
+        .create_secret()
+        .name("busy")
+        .secret_string("busy-value")
+        .send()
+        .await
+        .unwrap();
     let p = local_provider(&proxy);
     let objects = "- {objectName: busy, objectType: secretsmanager}";
     let tokens = irsa_tokens();
-    p.mount(&input("shop", "web", &tokens, &params(objects, &[]))).await.unwrap();
+    p.mount(&input("shop", "web", &tokens, &params(objects, &[])))
+        .await
+        .unwrap();
     proxy.reset();
-    proxy.fault(Rule { action: Some("BatchGetSecretValue"), region: None, remaining: Some(2), fault: Fault::Throttle });
-    let out = p.mount(&input("shop", "web", &tokens, &params(objects, &[]))).await.unwrap();
+    proxy.fault(Rule {
+        action: Some("BatchGetSecretValue"),
+        region: None,
+        remaining: Some(2),
+        fault: Fault::Throttle,
+    });
+    let out = p
+        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
+        .await
+        .unwrap();
     assert_eq!(text(&out, "busy"), "busy-value");
     let calls = proxy.calls();
-    assert_eq!(calls.iter().filter(|c| c.action == "BatchGetSecretValue").count(), 3);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.action == "BatchGetSecretValue")
+            .count(),
+        3
+    );
     assert_eq!(calls.iter().filter(|c| c.faulted).count(), 2);
 
     proxy.reset();
     proxy.clear_faults();
-    proxy.fault(Rule { action: Some("BatchGetSecretValue"), region: None, remaining: None, fault: Fault::Throttle });
-    let e = p.mount(&input("shop", "web", &tokens, &params(objects, &[]))).await.unwrap_err();
+    proxy.fault(Rule {
+        action: Some("BatchGetSecretValue"),
+        region: None,
+        remaining: None,
+        fault: Fault::Throttle,
+    });
+    let e = p
+        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
-    assert!(e.to_string().contains("ThrottlingException") && e.to_string().contains("busy"), "{e}");
-    assert_eq!(proxy.count("BatchGetSecretValue"), 3, "the retry budget is 3 attempts");
+    assert!(
+        e.to_string().contains("ThrottlingException") && e.to_string().contains("busy"),
+        "{e}"
+    );
+    assert_eq!(
+        proxy.count("BatchGetSecretValue"),
+        3,
+        "the retry budget is 3 attempts"
+    );
 
     proxy.clear_faults();
-    proxy.fault(Rule { action: None, region: None, remaining: None, fault: Fault::ServerError });
-    let e = p.mount(&input("shop", "web", &tokens, &params(objects, &[]))).await.unwrap_err();
+    proxy.fault(Rule {
+        action: None,
+        region: None,
+        remaining: None,
+        fault: Fault::ServerError,
+    });
+    let e = p
+        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     // A closed port: connection failures are UNAVAILABLE too.
     let closed = AwsProvider::new(args("http://127.0.0.1:9"), None, "test-node");
-    let e = closed.mount(&input("shop", "web", &tokens, &params(objects, &[]))).await.unwrap_err();
+    let e = closed
+        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
 }
 
 #[tokio::test]
 async fn failover_region_is_read_only_when_the_primary_fails() {
     let (moto, proxy) = bed().await;
-    sm(&moto, REGION).create_secret().name("shared/db").secret_string("primary-value").send().await.unwrap();
+    sm(&moto, REGION)
+        .create_secret()
+        .name("shared/db")
+        .secret_string("primary-value")
+        .send()
+        .await
+        .unwrap();
     let west = sm(&moto, "us-west-2");
-    west.create_secret().name("shared/db").secret_string("failover-value").send().await.unwrap();
-    west.create_secret().name("replica/api").secret_string("replica-api-value").send().await.unwrap();
-    sm(&moto, REGION).create_secret().name("api").secret_string("primary-api-value").send().await.unwrap();
+    west.create_secret()
+        .name("shared/db")
+        .secret_string("failover-value")
+        .send()
+        .await
+        .unwrap();
+    west.create_secret()
+        .name("replica/api")
+        .secret_string("replica-api-value")
+        .send()
+        .await
+        .unwrap();
+    sm(&moto, REGION)
+        .create_secret()
+        .name("api")
+        .secret_string("primary-api-value")
+        .send()
+        .await
+        .unwrap();
     let objects = "- {objectName: shared/db, objectType: secretsmanager}\n- {objectName: api, objectType: secretsmanager, objectAlias: api, failoverObject: {objectName: replica/api}}";
     let extra = [("failoverRegion", "us-west-2")];
     let p = local_provider(&proxy);
-    let out = p.mount(&input("shop", "web", &irsa_tokens(), &params(objects, &extra))).await.unwrap();
+    let out = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(objects, &extra),
+        ))
+        .await
+        .unwrap();
     assert_eq!(text(&out, "shared_db"), "primary-value");
     assert_eq!(text(&out, "api"), "primary-api-value");
-    assert_eq!(proxy.count_region("us-west-2"), 0, "ASCP reads both regions; keymount only on failure");
+    assert_eq!(
+        proxy.count_region("us-west-2"),
+        0,
+        "ASCP reads both regions; keymount only on failure"
+    );
 
-    proxy.fault(Rule { action: None, region: Some(REGION.into()), remaining: None, fault: Fault::ServerError });
-    let out = p.mount(&input("shop", "web", &irsa_tokens(), &params(objects, &extra))).await.unwrap();
+    proxy.fault(Rule {
+        action: None,
+        region: Some(REGION.into()),
+        remaining: None,
+        fault: Fault::ServerError,
+    });
+    let out = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(objects, &extra),
+        ))
+        .await
+        .unwrap();
     assert_eq!(text(&out, "shared_db"), "failover-value");
-    assert_eq!(text(&out, "api"), "replica-api-value", "failoverObject names the replica");
+    assert_eq!(
+        text(&out, "api"),
+        "replica-api-value",
+        "failoverObject names the replica"
+    );
     assert!(proxy.count_region("us-west-2") > 0);
 
     // A secret that is missing in the primary region is NOT_FOUND: no failover.
     proxy.clear_faults();
     proxy.reset();
     let missing = "- {objectName: only/west, objectType: secretsmanager}";
-    west.create_secret().name("only/west").secret_string("x").send().await.unwrap();
-    let e = p.mount(&input("shop", "web", &irsa_tokens(), &params(missing, &extra))).await.unwrap_err();
+    west.create_secret()
+        .name("only/west")
+        .secret_string("x")
+        .send()
+        .await
+        .unwrap();
+    let e = p
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(missing, &extra),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert_eq!(proxy.count_region("us-west-2"), 0);
-}
-
-#[tokio::test]
-async fn pod_identity_uses_the_agent_with_the_pods_token() {
-    let (moto, proxy) = bed().await;
-    moto.secretsmanager().create_secret().name("pi/secret").secret_string("pod-identity-value").send().await.unwrap();
-    let pod_token = "pod-identity-jwt.for-shop-web";
-    let agent = PodIdentityAgent::start(pod_token, "ASIAPODIDENTITYKEY01").await;
-    let mut a = args(&proxy.endpoint);
-    a.aws_pod_identity_endpoint = Some(agent.endpoint.clone());
-    let p = AwsProvider::new(a, None, "test-node");
-    let objects = "- {objectName: pi/secret, objectType: secretsmanager}";
-    let extra = [("usePodIdentity", "true"), ("preferredAddressType", "ipv4")];
-    let tokens = tokens_json(&[("pods.eks.amazonaws.com", pod_token), (STS, FAKE_JWT)]);
-    let out = p.mount(&input("shop", "web", &tokens, &params(objects, &extra))).await.unwrap();
-    assert_eq!(text(&out, "pi_secret"), "pod-identity-value");
-    assert_eq!(*agent.seen.lock().unwrap(), [pod_token], "the pod token is the Authorization header");
-    assert!(proxy.calls().iter().all(|c| c.access_key == "ASIAPODIDENTITYKEY01"), "{:?}", proxy.calls());
-    assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 0);
-    p.mount(&input("shop", "web", &tokens, &params(objects, &extra))).await.unwrap();
-    assert_eq!(agent.seen.lock().unwrap().len(), 1, "credentials are cached");
-
-    let other = tokens_json(&[("pods.eks.amazonaws.com", "another-pods-token")]);
-    let e = p.mount(&input("shop", "other", &other, &params(objects, &extra))).await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
-    assert!(e.to_string().contains(&agent.endpoint) && !e.to_string().contains("another-pods-token"), "{e}");
-    let none = p.mount(&input("shop", "web", &irsa_tokens(), &params(objects, &extra))).await.unwrap_err();
-    assert_eq!(none.code(), Code::FailedPrecondition);
-    assert!(none.to_string().contains("pods.eks.amazonaws.com"), "{none}");
-}
-
-#[tokio::test]
-async fn irsa_with_a_real_token_the_role_annotation_and_the_node_region() {
-    use k8s_openapi::api::core::v1::{Node, ServiceAccount};
-    use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-    let kube = support::kube::TestKube::get();
-    let (moto, proxy) = bed().await;
-    moto.secretsmanager().create_secret().name("irsa/db").secret_string("irsa-value").send().await.unwrap();
-    let ns = kube.namespace("aws-irsa").await;
-    let role = "arn:aws:iam::123456789012:role/shop-web";
-    kube.create_service_account(&ns, "web", &[("eks.amazonaws.com/role-arn", role)]).await;
-    kube.create_service_account(&ns, "bare", &[]).await;
-    let node = format!("{ns}-node");
-    let labels = [("topology.kubernetes.io/region".to_owned(), REGION.to_owned())].into();
-    let meta = ObjectMeta { name: Some(node.clone()), labels: Some(labels), ..Default::default() };
-    Api::<Node>::all(kube.client()).create(&PostParams::default(), &Node { metadata: meta, ..Default::default() }).await.unwrap();
-    let token = kube.request_token(&ns, "web", &[STS], None).await;
-
-    let p = AwsProvider::new(args(&proxy.endpoint), Some(kube.client()), &node);
-    let objects = "- {objectName: irsa/db, objectType: secretsmanager}";
-    // No region parameter and no node default: the node's label decides.
-    let class = [("objects", objects)];
-    let out = p.mount(&input(&ns, "web", &tokens_json(&[(STS, &token)]), &class)).await.unwrap();
-    assert_eq!(text(&out, "irsa_db"), "irsa-value");
-    let sts = proxy.calls().into_iter().find(|c| c.action == "AssumeRoleWithWebIdentity").unwrap();
-    assert_eq!(sts.form["RoleArn"], role);
-    assert_eq!(sts.form["WebIdentityToken"], token, "the pod's own token from the API server");
-    assert_eq!(sts.form["RoleSessionName"], format!("keymount-{ns}-web"));
-    let key = between(&sts.answer, "<AccessKeyId>", "</AccessKeyId>");
-    let data: Vec<_> = proxy.calls().into_iter().filter(|c| c.action == "BatchGetSecretValue").collect();
-    assert!(!data.is_empty() && data.iter().all(|c| c.access_key == key && c.region == REGION));
-
-    // A ServiceAccount without the annotation: the message says what to add.
-    let bare_token = kube.request_token(&ns, "bare", &[STS], None).await;
-    let bare = input(&ns, "bare", &tokens_json(&[(STS, &bare_token)]), &class);
-    let e = p.mount(&bare).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
-    assert!(e.to_string().contains(&format!("{ns}/bare")) && e.to_string().contains("eks.amazonaws.com/role-arn: arn:aws:iam::"), "{e}");
-    assert!(!e.to_string().contains(&bare_token));
-    // Once annotated, the next mount finds the role (watch or confirming GET).
-    let patch = serde_json::json!({"metadata": {"annotations": {"eks.amazonaws.com/role-arn": role}}});
-    Api::<ServiceAccount>::namespaced(kube.client(), &ns).patch("bare", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let out = p.mount(&bare).await.unwrap();
-    assert_eq!(text(&out, "irsa_db"), "irsa-value");
-    // A missing ServiceAccount, and a node without the region label.
-    let e = p.mount(&input(&ns, "ghost", &tokens_json(&[(STS, &token)]), &class)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
-    let unlabelled = AwsProvider::new(args(&proxy.endpoint), Some(kube.client()), "no-such-node");
-    let e = unlabelled.mount(&input(&ns, "web", &tokens_json(&[(STS, &token)]), &class)).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
-    assert!(e.to_string().contains("no-such-node"), "{e}");
 }

@@ -102,7 +102,9 @@ fn fault_response(fault: Fault) -> Response {
         .status(status)
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amzn-errortype", kind)
-        .body(Body::from(json!({"__type": kind, "message": message}).to_string()))
+        .body(Body::from(
+            json!({"__type": kind, "message": message}).to_string(),
+        ))
         .unwrap()
 }
 
@@ -151,8 +153,19 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
         state.calls.lock().unwrap().push(call);
         return fault_response(fault);
     }
-    let url = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-    let mut forward = state.http.request(parts.method.clone(), url).body(body.to_vec());
+    let url = format!(
+        "{}{}",
+        state.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut forward = state
+        .http
+        .request(parts.method.clone(), url)
+        .body(body.to_vec());
     for (name, value) in &parts.headers {
         if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
             forward = forward.header(name, value);
@@ -187,7 +200,9 @@ impl AwsProxy {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -311,7 +326,9 @@ pub fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
         .secretsmanager()
         .config()
         .to_builder()
-        .region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()))
+        .region(aws_sdk_secretsmanager::config::Region::new(
+            region.to_owned(),
+        ))
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
 }
@@ -333,7 +350,10 @@ pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
     let map: serde_json::Map<String, serde_json::Value> = pairs
         .iter()
         .map(|(aud, token)| {
-            (aud.to_string(), json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}))
+            (
+                aud.to_string(),
+                json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}),
+            )
         })
         .collect();
     serde_json::Value::Object(map).to_string()
@@ -348,7 +368,10 @@ pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> Mount
     for (k, v) in [
         ("csi.storage.k8s.io/pod.name", "app-0"),
         ("csi.storage.k8s.io/pod.namespace", ns),
-        ("csi.storage.k8s.io/pod.uid", "0b2e1f4c-0000-4000-8000-000000000001"),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b2e1f4c-0000-4000-8000-000000000001",
+        ),
         ("csi.storage.k8s.io/serviceAccount.name", sa),
         ("secretProviderClass", "test"),
     ] {

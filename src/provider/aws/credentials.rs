@@ -231,7 +231,10 @@ impl CredentialCache {
         let answer: Answer = serde_json::from_slice(&body).map_err(|e| {
             failed(
                 Code::Unknown,
-                format!("the answer is not a credentials document ({} error)", category(&e)),
+                format!(
+                    "the answer is not a credentials document ({} error)",
+                    category(&e)
+                ),
             )
         })?;
         let expiry = answer
@@ -268,16 +271,16 @@ async fn assume_role(
         .map_err(|e| AwsError::AssumeRole {
             role: role_arn.to_owned(),
             region: region.to_owned(),
-            failure: classify(&e),
+            failure: Box::new(classify(&e)),
         })?;
     let c = answer.credentials().ok_or_else(|| AwsError::AssumeRole {
         role: role_arn.to_owned(),
         region: region.to_owned(),
-        failure: super::error::Failure {
+        failure: Box::new(super::error::Failure {
             code: Code::Unknown,
             aws_code: "NoCredentials".into(),
             detail: "the answer holds no credentials".into(),
-        },
+        }),
     })?;
     let expiry = SystemTime::try_from(*c.expiration()).ok();
     Ok(Credentials::new(
@@ -335,9 +338,15 @@ mod tests {
     fn credentials_are_trusted_until_shortly_before_expiry() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let hour = now + Duration::from_secs(3600);
-        assert_eq!(valid_until(now, Some(hour)), hour - Duration::from_secs(300));
+        assert_eq!(
+            valid_until(now, Some(hour)),
+            hour - Duration::from_secs(300)
+        );
         let minute = now + Duration::from_secs(60);
-        assert_eq!(valid_until(now, Some(minute)), minute - Duration::from_secs(6));
+        assert_eq!(
+            valid_until(now, Some(minute)),
+            minute - Duration::from_secs(6)
+        );
         assert_eq!(valid_until(now, None), now + Duration::from_secs(900));
     }
 
@@ -347,6 +356,9 @@ mod tests {
         assert_eq!(session_name(None, Some("web")), "keymount");
         let long = session_name(Some(&"n".repeat(63)), Some("sa:x"));
         assert_eq!(long.len(), 64);
-        assert!(long.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        );
     }
 }

@@ -54,7 +54,7 @@ pub enum AwsError {
     AssumeRole {
         role: String,
         region: String,
-        failure: Failure,
+        failure: Box<Failure>,
     },
     #[error("EKS Pod Identity agent at {endpoint}: {detail}")]
     PodIdentity {
@@ -68,7 +68,7 @@ pub enum AwsError {
         service: &'static str,
         name: String,
         region: String,
-        failure: Failure,
+        failure: Box<Failure>,
     },
     #[error("{object}: jmesPath {path:?}: {reason}")]
     JmesPath {
@@ -257,13 +257,22 @@ mod tests {
 
     #[test]
     fn aws_codes_map_to_grpc_codes() {
-        assert_eq!(code_of("ResourceNotFoundException", Some(400)), Code::NotFound);
+        assert_eq!(
+            code_of("ResourceNotFoundException", Some(400)),
+            Code::NotFound
+        );
         assert_eq!(code_of("ParameterNotFound", Some(400)), Code::NotFound);
-        assert_eq!(code_of("AccessDeniedException", Some(400)), Code::PermissionDenied);
+        assert_eq!(
+            code_of("AccessDeniedException", Some(400)),
+            Code::PermissionDenied
+        );
         assert_eq!(code_of("ThrottlingException", Some(400)), Code::Unavailable);
         assert_eq!(code_of("Whatever", Some(503)), Code::Unavailable);
         assert_eq!(code_of("Whatever", Some(400)), Code::Unknown);
-        assert_eq!(code_of("ValidationException", Some(400)), Code::InvalidArgument);
+        assert_eq!(
+            code_of("ValidationException", Some(400)),
+            Code::InvalidArgument
+        );
     }
 
     #[test]
@@ -273,11 +282,11 @@ mod tests {
             service: "secretsmanager",
             name: "prod/db".into(),
             region: "eu-west-1".into(),
-            failure: Failure {
+            failure: Box::new(Failure {
                 code: Code::NotFound,
                 aws_code: "ResourceNotFoundException".into(),
                 detail: "Secrets Manager can't find the specified secret.".into(),
-            },
+            }),
         };
         let p = ProviderError::from(e);
         assert_eq!(p.code(), Code::NotFound);

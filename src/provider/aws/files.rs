@@ -110,10 +110,24 @@ mod tests {
         )
         .unwrap();
         let mut out = MountOutput::default();
-        let v = value(r#"{"user":"admin","hosts":[{"name":"a"},{"name":"b"}],"nested":{"deep":{"key":"k1"}}}"#);
+        let v = value(
+            r#"{"user":"admin","hosts":[{"name":"a"},{"name":"b"}],"nested":{"deep":{"key":"k1"}}}"#,
+        );
         add_files(&objects[0], &v, &mut out).unwrap();
-        let names: Vec<_> = out.files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
-        assert_eq!(names, [("db", 0o644), ("user", 0o644), ("host", 0o600), ("key", 0o644)]);
+        let names: Vec<_> = out
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("db", 0o644),
+                ("user", 0o644),
+                ("host", 0o600),
+                ("key", 0o644)
+            ]
+        );
         assert_eq!(out.files[2].contents.expose(), b"b");
         assert!(out.versions.iter().all(|v| v.version == "v1"));
     }
@@ -127,15 +141,33 @@ mod tests {
             0o644,
         )
         .unwrap();
-        let err = add_files(&objects[0], &value(r#"{"user":"top-secret-value"}"#), &mut MountOutput::default()).unwrap_err();
+        let err = add_files(
+            &objects[0],
+            &value(r#"{"user":"top-secret-value"}"#),
+            &mut MountOutput::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         let msg = err.to_string();
-        assert!(msg.contains("missing.key") && msg.contains("objects[0] (db)"), "{msg}");
+        assert!(
+            msg.contains("missing.key") && msg.contains("objects[0] (db)"),
+            "{msg}"
+        );
         assert!(!msg.contains("top-secret-value"));
-        let err = add_files(&objects[1], &value(r#"{"n": 5}"#), &mut MountOutput::default()).unwrap_err();
+        let err = add_files(
+            &objects[1],
+            &value(r#"{"n": 5}"#),
+            &mut MountOutput::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.to_string().contains("number"), "{err}");
-        let err = add_files(&objects[1], &value("not json at all"), &mut MountOutput::default()).unwrap_err();
+        let err = add_files(
+            &objects[1],
+            &value("not json at all"),
+            &mut MountOutput::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not JSON"), "{err}");
         assert!(!err.to_string().contains("not json at all"));
     }

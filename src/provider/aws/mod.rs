@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod error;
 pub mod files;
 pub mod identity;
+pub mod objects;
 pub mod params;
 pub mod sdk;
 pub mod secretsmanager;
@@ -126,7 +127,10 @@ impl AwsProvider {
     pub fn new(args: AwsArgs, kube: Option<kube::Client>, node: &str) -> Self {
         Self {
             sdk: SdkSettings::new(&args),
-            credentials: CredentialCache::new(args.aws_cache_size, args.aws_pod_identity_http_timeout),
+            credentials: CredentialCache::new(
+                args.aws_cache_size,
+                args.aws_pod_identity_http_timeout,
+            ),
             kube: kube.map(|client| KubeLookups::start(client, node)),
             node: node.to_owned(),
             args,
@@ -139,7 +143,11 @@ impl AwsProvider {
     }
 
     async fn region(&self, params: &MountParameters) -> Result<String, AwsError> {
-        if let Some(region) = params.region.clone().or_else(|| self.args.aws_region.clone()) {
+        if let Some(region) = params
+            .region
+            .clone()
+            .or_else(|| self.args.aws_region.clone())
+        {
             return Ok(region);
         }
         if let Some(kube) = &self.kube
@@ -199,7 +207,10 @@ impl AwsProvider {
                 };
                 kube.role_arn(ns, sa).await?
             }
-            None => params.role_arn.clone().ok_or(AwsError::MissingRoleParameter)?,
+            None => params
+                .role_arn
+                .clone()
+                .ok_or(AwsError::MissingRoleParameter)?,
         };
         let key = format!("irsa|{role_arn}|{region}|{account}|{subject}");
         let source = Source::Irsa {
@@ -285,8 +296,12 @@ impl AwsProvider {
             }
         }
         let concurrency = self.args.aws_concurrency;
-        let sm_requests = by_kind.remove(&ObjectType::SecretsManager).unwrap_or_default();
-        let ssm_requests = by_kind.remove(&ObjectType::SsmParameter).unwrap_or_default();
+        let sm_requests = by_kind
+            .remove(&ObjectType::SecretsManager)
+            .unwrap_or_default();
+        let ssm_requests = by_kind
+            .remove(&ObjectType::SsmParameter)
+            .unwrap_or_default();
         let sm = async {
             if sm_requests.is_empty() {
                 return Vec::new();

@@ -23,7 +23,7 @@ fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
         service: "secretsmanager",
         name: request.target.name.clone(),
         region: region.to_owned(),
-        failure,
+        failure: Box::new(failure),
     }
 }
 
@@ -127,10 +127,7 @@ async fn batch(
                     done.push((i, Ok(Arc::new(v))));
                     continue;
                 }
-                let error = answer
-                    .errors()
-                    .iter()
-                    .find(|e| e.secret_id() == Some(name));
+                let error = answer.errors().iter().find(|e| e.secret_id() == Some(name));
                 match error {
                     Some(e) => {
                         let aws_code = e.error_code().unwrap_or("Unknown").to_owned();

@@ -24,7 +24,7 @@ fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
         service: "ssm",
         name: selected_name(request),
         region: region.to_owned(),
-        failure,
+        failure: Box::new(failure),
     }
 }
 
@@ -43,7 +43,10 @@ fn selected_name(request: &Request) -> String {
 fn answers(p: &Parameter, request: &Request) -> bool {
     let t = &request.target;
     let named = p.name() == Some(t.name.as_str()) || p.arn() == Some(t.name.as_str());
-    named && t.version_id.as_ref().is_none_or(|v| p.version().to_string() == *v)
+    named
+        && t.version_id
+            .as_ref()
+            .is_none_or(|v| p.version().to_string() == *v)
 }
 
 /// Groups requests into calls of at most [`BATCH`] names, no name twice in one call (the
@@ -52,9 +55,9 @@ fn batches(requests: &[Request]) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     for (i, request) in requests.iter().enumerate() {
         let name = &request.target.name;
-        let free = out.iter_mut().find(|b| {
-            b.len() < BATCH && b.iter().all(|&j| requests[j].target.name != *name)
-        });
+        let free = out
+            .iter_mut()
+            .find(|b| b.len() < BATCH && b.iter().all(|&j| requests[j].target.name != *name));
         match free {
             Some(batch) => batch.push(i),
             None => out.push(vec![i]),
@@ -122,7 +125,7 @@ async fn batch(
                 };
                 return (i, Ok(Arc::new(v)));
             }
-            let invalid = answer.invalid_parameters().iter().any(|n| *n == sent);
+            let invalid = answer.invalid_parameters().contains(&sent);
             let failure = if invalid {
                 Failure {
                     code: Code::NotFound,
@@ -161,12 +164,15 @@ mod tests {
 
     #[test]
     fn batches_hold_ten_distinct_names() {
-        let mut requests: Vec<Request> = (0..15).map(|i| request(&format!("/p/{i}"), None)).collect();
+        let mut requests: Vec<Request> =
+            (0..15).map(|i| request(&format!("/p/{i}"), None)).collect();
         requests.push(request("/p/0", Some("1")));
         let b = batches(&requests);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 6]);
         assert!(b[1].contains(&15));
-        let same: Vec<Request> = (1..=3).map(|v| request("/x", Some(&v.to_string()))).collect();
+        let same: Vec<Request> = (1..=3)
+            .map(|v| request("/x", Some(&v.to_string())))
+            .collect();
         assert_eq!(batches(&same).len(), 3);
         assert_eq!(selected_name(&same[1]), "/x:2");
     }
