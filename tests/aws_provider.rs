@@ -291,7 +291,8 @@ async fn batches_of_20_secrets_and_10_parameters_and_cached_credentials() {
     assert_eq!(proxy.count("GetSecretValue"), 0);
     assert_eq!(proxy.count("GetParameters"), 2);
     assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
-    // The second mount reuses the credentials.
+    // Later mounts reuse the credentials; concurrent first mounts of another identity share
+    // one AssumeRoleWithWebIdentity.
     p.mount(&input(
         "shop",
         "web",
@@ -302,21 +303,32 @@ async fn batches_of_20_secrets_and_10_parameters_and_cached_credentials() {
     .unwrap();
     assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 1);
     assert_eq!(proxy.count("BatchGetSecretValue"), 4);
-    assert_eq!(p.cached_identities(), 1);
-    // Every data call was signed with the assumed role's credentials, not moto's defaults.
-    let sts = proxy
+    let few = "- {objectName: bulk/s0, objectType: secretsmanager}";
+    let other = input("shop", "admin", &irsa_tokens(), &params(few, &[]));
+    let mounts = (0..8).map(|_| p.mount(&other));
+    for result in futures::future::join_all(mounts).await {
+        assert_eq!(text(&result.unwrap(), "bulk_s0"), "secret-0");
+    }
+    assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 2);
+    assert_eq!(p.cached_identities(), 2);
+    // Every data call was signed with credentials STS handed out, not moto's defaults.
+    let sts: Vec<_> = proxy
         .calls()
         .into_iter()
-        .find(|c| c.action == "AssumeRoleWithWebIdentity")
-        .unwrap();
-    let key = between(&sts.answer, "<AccessKeyId>", "</AccessKeyId>");
+        .filter(|c| c.action == "AssumeRoleWithWebIdentity")
+        .collect();
+    let keys: Vec<&str> = sts
+        .iter()
+        .map(|c| between(&c.answer, "<AccessKeyId>", "</AccessKeyId>"))
+        .collect();
     assert!(
         proxy
             .calls()
             .iter()
             .filter(|c| c.action != "AssumeRoleWithWebIdentity")
-            .all(|c| c.access_key == key)
+            .all(|c| keys.contains(&c.access_key.as_str()) && c.access_key != "testing")
     );
+    let sts = &sts[0];
     assert_eq!(sts.form["RoleArn"], ROLE);
     assert_eq!(sts.form["WebIdentityToken"], FAKE_JWT);
     assert_eq!(sts.form["RoleSessionName"], "keymount-shop-web");
