@@ -650,6 +650,30 @@ async fn failover_region_is_read_only_when_the_primary_fails() {
     );
     assert!(proxy.count_region("us-west-2") > 0);
 
+    // STS down for the primary region (all attempts): the failover region's STS answers,
+    // and the data is still read from the primary region.
+    proxy.clear_faults();
+    proxy.reset();
+    proxy.fault(Rule {
+        action: Some("AssumeRoleWithWebIdentity"),
+        region: None,
+        remaining: Some(3),
+        fault: Fault::ServerError,
+    });
+    let fresh = local_provider(&proxy);
+    let out = fresh
+        .mount(&input(
+            "shop",
+            "web",
+            &irsa_tokens(),
+            &params(objects, &extra),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text(&out, "shared_db"), "primary-value");
+    assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 4);
+    assert_eq!(proxy.count_region("us-west-2"), 0);
+
     // A secret that is missing in the primary region is NOT_FOUND: no failover.
     proxy.clear_faults();
     proxy.reset();

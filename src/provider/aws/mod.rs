@@ -229,7 +229,15 @@ impl AwsProvider {
         let params = MountParameters::parse(&input.attributes, input.permission)?;
         let region = self.region(&params).await?;
         params.check_arn_regions(&region)?;
-        let credentials = self.credentials(input, &params, &region).await?;
+        let credentials = match self.credentials(input, &params, &region).await {
+            // STS of the primary region down: the failover region's STS can still answer.
+            Err(e) if e.is_unavailable() && params.failover_region.is_some() => {
+                let failover = params.failover_region.as_deref().unwrap_or_default();
+                tracing::info!(class = %input.class, region = %region, failover_region = failover, error = %e, "credentials from the failover region");
+                self.credentials(input, &params, failover).await?
+            }
+            other => other?,
+        };
         tracing::debug!(
             class = %input.class,
             region = %region,
