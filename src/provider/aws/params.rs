@@ -1,6 +1,6 @@
 //! The SecretProviderClass parameters of the `aws` provider (same names and meaning as
-//! secrets-store-csi-driver-provider-aws) and its `objects` YAML list, parsed with serde and
-//! checked up front: every mistake is an `InvalidParameter` naming the parameter or object.
+//! secrets-store-csi-driver-provider-aws), parsed with serde and checked up front (the
+//! `objects` list in `objects.rs`): every mistake is an `InvalidParameter` naming it.
 
 use std::collections::BTreeMap;
 
