@@ -231,10 +231,20 @@ impl AwsProvider {
         params.check_arn_regions(&region)?;
         let credentials = match self.credentials(input, &params, &region).await {
             // STS of the primary region down: the failover region's STS can still answer.
-            Err(e) if e.is_unavailable() && params.failover_region.is_some() => {
-                let failover = params.failover_region.as_deref().unwrap_or_default();
-                tracing::info!(class = %input.class, region = %region, failover_region = failover, error = %e, "credentials from the failover region");
-                self.credentials(input, &params, failover).await?
+            Err(e) if e.is_unavailable() && !params.use_pod_identity => {
+                match params.failover_region.as_deref() {
+                    Some(failover) => {
+                        tracing::info!(
+                            class = %input.class,
+                            region = %region,
+                            failover_region = failover,
+                            error = %e,
+                            "STS unavailable; credentials from the failover region"
+                        );
+                        self.credentials(input, &params, failover).await?
+                    }
+                    None => return Err(e),
+                }
             }
             other => other?,
         };
