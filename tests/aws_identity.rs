@@ -5,38 +5,14 @@
 mod aws_support;
 mod support;
 
-use aws_support::{AwsProxy, PodIdentityAgent, args, input, text, tokens_json};
+use aws_support::{
+    FAKE_JWT, PodIdentityAgent, STS, args, bed, between, input, irsa_tokens, params, text,
+    tokens_json,
+};
 use keymount::provider::Provider;
 use keymount::provider::aws::AwsProvider;
-use support::moto::{Moto, REGION};
+use support::moto::REGION;
 use tonic::Code;
-
-const STS: &str = "sts.amazonaws.com";
-const FAKE_JWT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.sig";
-
-async fn bed() -> (Moto, AwsProxy) {
-    let moto = Moto::start().await;
-    let proxy = AwsProxy::start(moto.endpoint()).await;
-    (moto, proxy)
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text
-        .find(start)
-        .unwrap_or_else(|| panic!("{start} in {text}"))
-        + start.len();
-    &text[from..from + text[from..].find(end).unwrap()]
-}
-
-fn params<'a>(objects: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut p = vec![("region", REGION), ("objects", objects)];
-    p.extend_from_slice(extra);
-    p
-}
-
-fn irsa_tokens() -> String {
-    tokens_json(&[(STS, FAKE_JWT)])
-}
 
 #[tokio::test]
 async fn irsa_with_a_real_token_the_role_annotation_and_the_node_region() {

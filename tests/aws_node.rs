@@ -12,7 +12,7 @@ use std::process::Command;
 
 use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
-use aws_support::{AwsProxy, ssm, tokens_json};
+use aws_support::{AwsProxy, between, ssm, tokens_json};
 use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
 use keymount::provider::tokens::TOKENS_KEY;
 use support::kube::TestKube;
@@ -39,14 +39,6 @@ fn is_mount_point(path: &Path) -> bool {
         .unwrap()
         .status
         .success()
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text
-        .find(start)
-        .unwrap_or_else(|| panic!("{start} in {text}"))
-        + start.len();
-    &text[from..from + text[from..].find(end).unwrap()]
 }
 
 #[tokio::test]

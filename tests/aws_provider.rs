@@ -1,44 +1,20 @@
-//! The aws provider against a real moto server (behind a counting proxy) and the real test
-//! kube-apiserver, through the `Provider` trait: every parameter form, batching, retries,
-//! failover, and the failure codes (identities: `aws_identity.rs`).
+//! The aws provider against a real moto server behind a counting proxy, through the
+//! `Provider` trait: every parameter form, versions, batching and cached credentials, and the
+//! failure codes. Retries and failover: `aws_resilience.rs`; identities: `aws_identity.rs`.
 
 mod aws_support;
 mod support;
 
 use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
+use aws_support::proxy::{Fault, Rule};
 use aws_support::{
-    AwsProxy, Fault, Rule, args, bytes, input, mode, sm, ssm, text, tokens_json, version,
+    FAKE_JWT, ROLE, bed, between, bytes, input, irsa_tokens, local_provider, mode, params, ssm,
+    text, version,
 };
 use keymount::provider::Provider;
-use keymount::provider::aws::AwsProvider;
-use support::moto::{Moto, REGION};
+use support::moto::REGION;
 use tonic::Code;
-
-const ROLE: &str = "arn:aws:iam::123456789012:role/keymount-test";
-const STS: &str = "sts.amazonaws.com";
-/// moto does not verify web identity tokens; the IRSA test uses a real one.
-const FAKE_JWT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.sig";
-
-async fn bed() -> (Moto, AwsProxy) {
-    let moto = Moto::start().await;
-    let proxy = AwsProxy::start(moto.endpoint()).await;
-    (moto, proxy)
-}
-
-fn local_provider(proxy: &AwsProxy) -> AwsProvider {
-    AwsProvider::new(args(&proxy.endpoint), None, "test-node")
-}
-
-fn irsa_tokens() -> String {
-    tokens_json(&[(STS, FAKE_JWT)])
-}
-
-fn params<'a>(objects: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut p = vec![("region", REGION), ("roleArn", ROLE), ("objects", objects)];
-    p.extend_from_slice(extra);
-    p
-}
 
 async fn put_param(ssm: &aws_sdk_ssm::Client, name: &str, value: &str, kind: ParameterType) {
     ssm.put_parameter()
@@ -334,14 +310,6 @@ async fn batches_of_20_secrets_and_10_parameters_and_cached_credentials() {
     assert_eq!(sts.form["RoleSessionName"], "keymount-shop-web");
 }
 
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text
-        .find(start)
-        .unwrap_or_else(|| panic!("{start} in {text}"))
-        + start.len();
-    &text[from..from + text[from..].find(end).unwrap()]
-}
-
 #[tokio::test]
 async fn failures_have_codes_and_name_the_object() {
     let (moto, proxy) = bed().await;
@@ -493,206 +461,4 @@ async fn failures_have_codes_and_name_the_object() {
     for e in [&no_region, &no_token, &no_role, &bad] {
         assert!(!e.to_string().contains(FAKE_JWT));
     }
-}
-
-#[tokio::test]
-async fn throttling_is_retried_then_unavailable() {
-    let (moto, proxy) = bed().await;
-    moto.secretsmanager()
-        .create_secret()
-        .name("busy")
-        .secret_string("busy-value")
-        .send()
-        .await
-        .unwrap();
-    let p = local_provider(&proxy);
-    let objects = "- {objectName: busy, objectType: secretsmanager}";
-    let tokens = irsa_tokens();
-    p.mount(&input("shop", "web", &tokens, &params(objects, &[])))
-        .await
-        .unwrap();
-    proxy.reset();
-    proxy.fault(Rule {
-        action: Some("BatchGetSecretValue"),
-        region: None,
-        remaining: Some(2),
-        fault: Fault::Throttle,
-    });
-    let out = p
-        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
-        .await
-        .unwrap();
-    assert_eq!(text(&out, "busy"), "busy-value");
-    let calls = proxy.calls();
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| c.action == "BatchGetSecretValue")
-            .count(),
-        3
-    );
-    assert_eq!(calls.iter().filter(|c| c.faulted).count(), 2);
-
-    proxy.reset();
-    proxy.clear_faults();
-    proxy.fault(Rule {
-        action: Some("BatchGetSecretValue"),
-        region: None,
-        remaining: None,
-        fault: Fault::Throttle,
-    });
-    let e = p
-        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e}");
-    assert!(
-        e.to_string().contains("ThrottlingException") && e.to_string().contains("busy"),
-        "{e}"
-    );
-    assert_eq!(
-        proxy.count("BatchGetSecretValue"),
-        3,
-        "the retry budget is 3 attempts"
-    );
-
-    proxy.clear_faults();
-    proxy.fault(Rule {
-        action: None,
-        region: None,
-        remaining: None,
-        fault: Fault::ServerError,
-    });
-    let e = p
-        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e}");
-    // A closed port: connection failures are UNAVAILABLE too.
-    let closed = AwsProvider::new(args("http://127.0.0.1:9"), None, "test-node");
-    let e = closed
-        .mount(&input("shop", "web", &tokens, &params(objects, &[])))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable, "{e}");
-}
-
-#[tokio::test]
-async fn failover_region_is_read_only_when_the_primary_fails() {
-    let (moto, proxy) = bed().await;
-    sm(&moto, REGION)
-        .create_secret()
-        .name("shared/db")
-        .secret_string("primary-value")
-        .send()
-        .await
-        .unwrap();
-    let west = sm(&moto, "us-west-2");
-    west.create_secret()
-        .name("shared/db")
-        .secret_string("failover-value")
-        .send()
-        .await
-        .unwrap();
-    west.create_secret()
-        .name("replica/api")
-        .secret_string("replica-api-value")
-        .send()
-        .await
-        .unwrap();
-    sm(&moto, REGION)
-        .create_secret()
-        .name("api")
-        .secret_string("primary-api-value")
-        .send()
-        .await
-        .unwrap();
-    let objects = "- {objectName: shared/db, objectType: secretsmanager}\n- {objectName: api, objectType: secretsmanager, objectAlias: api, failoverObject: {objectName: replica/api}}";
-    let extra = [("failoverRegion", "us-west-2")];
-    let p = local_provider(&proxy);
-    let out = p
-        .mount(&input(
-            "shop",
-            "web",
-            &irsa_tokens(),
-            &params(objects, &extra),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(text(&out, "shared_db"), "primary-value");
-    assert_eq!(text(&out, "api"), "primary-api-value");
-    assert_eq!(
-        proxy.count_region("us-west-2"),
-        0,
-        "ASCP reads both regions; keymount only on failure"
-    );
-
-    proxy.fault(Rule {
-        action: None,
-        region: Some(REGION.into()),
-        remaining: None,
-        fault: Fault::ServerError,
-    });
-    let out = p
-        .mount(&input(
-            "shop",
-            "web",
-            &irsa_tokens(),
-            &params(objects, &extra),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(text(&out, "shared_db"), "failover-value");
-    assert_eq!(
-        text(&out, "api"),
-        "replica-api-value",
-        "failoverObject names the replica"
-    );
-    assert!(proxy.count_region("us-west-2") > 0);
-
-    // STS down for the primary region (all attempts): the failover region's STS answers,
-    // and the data is still read from the primary region.
-    proxy.clear_faults();
-    proxy.reset();
-    proxy.fault(Rule {
-        action: Some("AssumeRoleWithWebIdentity"),
-        region: None,
-        remaining: Some(3),
-        fault: Fault::ServerError,
-    });
-    let fresh = local_provider(&proxy);
-    let out = fresh
-        .mount(&input(
-            "shop",
-            "web",
-            &irsa_tokens(),
-            &params(objects, &extra),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(text(&out, "shared_db"), "primary-value");
-    assert_eq!(proxy.count("AssumeRoleWithWebIdentity"), 4);
-    assert_eq!(proxy.count_region("us-west-2"), 0);
-
-    // A secret that is missing in the primary region is NOT_FOUND: no failover.
-    proxy.clear_faults();
-    proxy.reset();
-    let missing = "- {objectName: only/west, objectType: secretsmanager}";
-    west.create_secret()
-        .name("only/west")
-        .secret_string("x")
-        .send()
-        .await
-        .unwrap();
-    let e = p
-        .mount(&input(
-            "shop",
-            "web",
-            &irsa_tokens(),
-            &params(missing, &extra),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound, "{e}");
-    assert_eq!(proxy.count_region("us-west-2"), 0);
 }
