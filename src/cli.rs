@@ -128,6 +128,9 @@ pub struct NodeArgs {
 
     #[command(flatten)]
     pub vault: crate::provider::vault::VaultArgs,
+
+    #[command(flatten)]
+    pub aws: crate::provider::aws::AwsArgs,
 }
 
 impl NodeArgs {

@@ -62,6 +62,9 @@ pub struct FetchArgs {
 
     #[command(flatten)]
     pub vault: VaultArgs,
+
+    #[command(flatten)]
+    pub aws: crate::provider::aws::AwsArgs,
 }
 
 fn read_class(path: &PathBuf) -> anyhow::Result<SecretProviderClass> {
@@ -85,6 +88,7 @@ fn node_defaults(args: &FetchArgs) -> anyhow::Result<NodeArgs> {
     let mut node = NodeArgs::from_arg_matches(&matches)?;
     node.builtin_providers = args.builtin_providers.clone();
     node.vault = args.vault.clone();
+    node.aws = args.aws.clone();
     Ok(node)
 }
 

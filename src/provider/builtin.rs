@@ -8,7 +8,7 @@ use super::Providers;
 pub fn register(
     mut providers: Providers,
     args: &NodeArgs,
-    _kube: Option<kube::Client>,
+    kube: Option<kube::Client>,
 ) -> anyhow::Result<Providers> {
     for name in &args.builtin_providers {
         match name.as_str() {
@@ -17,6 +17,16 @@ pub fn register(
                 providers = providers.with_builtin(
                     "vault",
                     std::sync::Arc::new(super::vault::VaultProvider::new(args.vault.clone())),
+                );
+            }
+            "aws" => {
+                providers = providers.with_builtin(
+                    "aws",
+                    std::sync::Arc::new(super::aws::AwsProvider::new(
+                        args.aws.clone(),
+                        kube.clone(),
+                        &args.node_id,
+                    )),
                 );
             }
             other => tracing::warn!(

@@ -2,6 +2,7 @@
 //! external plugin speaking the upstream `v1alpha1.CSIDriverProvider` API on a unix socket;
 //! both sit behind the [`Provider`] trait, so publish code cannot tell them apart.
 
+pub mod aws;
 pub mod builtin;
 pub mod plugin;
 pub mod tokens;

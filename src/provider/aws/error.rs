@@ -1,0 +1,303 @@
+//! `AwsError`: why an AWS mount failed, with the gRPC code kubelet retries by, and the
+//! classification of AWS SDK failures. Messages name the parameter, object, region, role or
+//! ServiceAccount; never a token, a credential or a secret value.
+
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use tonic::Code;
+
+use crate::provider::ProviderError;
+
+/// One failure of the AWS provider. `Clone` so one fetch can answer several objects.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    #[error("invalid parameter {name}: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error(
+        "no AWS region: set `region` in the SecretProviderClass, --aws-region / AWS_REGION on \
+         the node, or the label topology.kubernetes.io/region on node {node:?}"
+    )]
+    NoRegion { node: String },
+    #[error(
+        "{field} is not in the volume context; set podInfoOnMount: true on the CSIDriver \
+         secrets-store.csi.k8s.io"
+    )]
+    MissingPodInfo { field: &'static str },
+    #[error(
+        "no ServiceAccount token for audience {audience:?} in csi.storage.k8s.io/serviceAccount.tokens \
+         (present: [{present}]); add `- audience: {audience}` to spec.tokenRequests of the \
+         CSIDriver secrets-store.csi.k8s.io (keymount never creates tokens itself)"
+    )]
+    MissingToken { audience: String, present: String },
+    #[error(
+        "an IAM role must be associated with ServiceAccount {namespace}/{service_account}: add the \
+         annotation `eks.amazonaws.com/role-arn: arn:aws:iam::<account-id>:role/<role-name>` to it \
+         (IRSA), or set usePodIdentity: \"true\" in the SecretProviderClass (EKS Pod Identity)"
+    )]
+    MissingRoleAnnotation {
+        namespace: String,
+        service_account: String,
+    },
+    #[error(
+        "no IAM role for IRSA: without an API server (local mode) set the SecretProviderClass \
+         parameter roleArn: arn:aws:iam::<account-id>:role/<role-name>, or usePodIdentity: \"true\""
+    )]
+    MissingRoleParameter,
+    #[error("ServiceAccount {namespace}/{service_account} not found")]
+    ServiceAccountNotFound {
+        namespace: String,
+        service_account: String,
+    },
+    #[error("looking up {what}: {detail}")]
+    Kubernetes { what: String, detail: String },
+    #[error("AssumeRoleWithWebIdentity for {role} in {region}: {failure}")]
+    AssumeRole {
+        role: String,
+        region: String,
+        failure: Box<Failure>,
+    },
+    #[error("EKS Pod Identity agent at {endpoint}: {detail}")]
+    PodIdentity {
+        endpoint: String,
+        code: Code,
+        detail: String,
+    },
+    #[error("{object}: {service} {name:?} in {region}: {failure}")]
+    Fetch {
+        object: String,
+        service: &'static str,
+        name: String,
+        region: String,
+        failure: Box<Failure>,
+    },
+    #[error("{object}: jmesPath {path:?}: {reason}")]
+    JmesPath {
+        object: String,
+        path: String,
+        code: Code,
+        reason: String,
+    },
+}
+
+/// A classified failure of one AWS call: the gRPC code, AWS's error code and its message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{aws_code}: {detail}")]
+pub struct Failure {
+    pub code: Code,
+    pub aws_code: String,
+    pub detail: String,
+}
+
+impl AwsError {
+    /// The gRPC code that fits.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidParameter { .. } | Self::MissingPodInfo { .. } => Code::InvalidArgument,
+            Self::NoRegion { .. }
+            | Self::MissingToken { .. }
+            | Self::MissingRoleAnnotation { .. }
+            | Self::MissingRoleParameter
+            | Self::ServiceAccountNotFound { .. } => Code::FailedPrecondition,
+            Self::Kubernetes { .. } => Code::Unavailable,
+            Self::AssumeRole { failure, .. } | Self::Fetch { failure, .. } => failure.code,
+            Self::PodIdentity { code, .. } | Self::JmesPath { code, .. } => *code,
+        }
+    }
+
+    /// The metrics `error_type` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidParameter { .. } => "InvalidParameter",
+            Self::NoRegion { .. } => "NoRegion",
+            Self::MissingPodInfo { .. } => "MissingPodInfo",
+            Self::MissingToken { .. } => "MissingServiceAccountToken",
+            Self::MissingRoleAnnotation { .. }
+            | Self::MissingRoleParameter
+            | Self::ServiceAccountNotFound { .. } => "MissingIAMRole",
+            Self::Kubernetes { .. } => "KubernetesLookupFailed",
+            Self::AssumeRole { .. } | Self::PodIdentity { .. } => "AWSCredentialsFailed",
+            Self::Fetch { failure, .. } => match failure.code {
+                Code::NotFound => "AWSSecretNotFound",
+                Code::PermissionDenied => "AWSPermissionDenied",
+                Code::Unavailable => "AWSUnavailable",
+                _ => "AWSRequestFailed",
+            },
+            Self::JmesPath { .. } => "JmesPathFailed",
+        }
+    }
+
+    /// True when another region may succeed where this one failed (5xx, throttling after
+    /// retries, timeouts, connection failures).
+    pub fn is_unavailable(&self) -> bool {
+        self.code() == Code::Unavailable
+    }
+}
+
+impl From<AwsError> for ProviderError {
+    fn from(error: AwsError) -> Self {
+        ProviderError::new(error.code(), error.reason(), error.to_string())
+    }
+}
+
+/// The gRPC code of an AWS error code (from a response or a batch entry).
+pub fn code_of(aws_code: &str, status: Option<u16>) -> Code {
+    match aws_code {
+        "ResourceNotFoundException"
+        | "ParameterNotFound"
+        | "ParameterVersionNotFound"
+        | "ParameterVersionLabelNotFound" => Code::NotFound,
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "InvalidIdentityToken"
+        | "InvalidIdentityTokenException"
+        | "NotAuthorized"
+        | "RegionDisabledException"
+        | "KMSAccessDeniedException" => Code::PermissionDenied,
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "ThrottledException"
+        | "InternalServiceError"
+        | "InternalServerError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "IDPCommunicationError"
+        | "IDPCommunicationErrorException" => Code::Unavailable,
+        "ValidationException"
+        | "InvalidParameterException"
+        | "InvalidParameterValue"
+        | "InvalidKeyId"
+        | "MalformedPolicyDocument" => Code::InvalidArgument,
+        "InvalidRequestException" | "DecryptionFailure" | "KMSDisabledException" => {
+            Code::FailedPrecondition
+        }
+        _ => match status {
+            Some(s) if s >= 500 || s == 429 => Code::Unavailable,
+            Some(401 | 403) => Code::PermissionDenied,
+            Some(404) => Code::NotFound,
+            _ => Code::Unknown,
+        },
+    }
+}
+
+/// Shortens an AWS message to one line; AWS error messages hold no secret values.
+pub fn short(text: &str) -> String {
+    let text = text.replace(['\n', '\r', '\t'], " ");
+    let mut out: String = text.chars().take(300).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("no details");
+    }
+    out
+}
+
+/// Classifies any AWS SDK failure. Transport problems and timeouts are `Unavailable`.
+pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let transport = |kind: &str| Failure {
+        code: Code::Unavailable,
+        aws_code: kind.to_owned(),
+        detail: short(&source_chain(error)),
+    };
+    match error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let aws_code = err.code().unwrap_or("Unknown").to_owned();
+            let status = Some(service.raw().status().as_u16());
+            Failure {
+                code: code_of(&aws_code, status),
+                detail: short(err.message().unwrap_or("no details")),
+                aws_code,
+            }
+        }
+        SdkError::TimeoutError(_) => transport("Timeout"),
+        SdkError::DispatchFailure(_) => transport("ConnectionFailed"),
+        SdkError::ResponseError(_) => transport("BadResponse"),
+        SdkError::ConstructionFailure(_) => Failure {
+            code: Code::Internal,
+            aws_code: "ConstructionFailure".into(),
+            detail: short(&source_chain(error)),
+        },
+        _ => Failure {
+            code: Code::Unknown,
+            aws_code: "Unknown".into(),
+            detail: short(&source_chain(error)),
+        },
+    }
+}
+
+fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_codes_map_to_grpc_codes() {
+        assert_eq!(
+            code_of("ResourceNotFoundException", Some(400)),
+            Code::NotFound
+        );
+        assert_eq!(code_of("ParameterNotFound", Some(400)), Code::NotFound);
+        assert_eq!(
+            code_of("AccessDeniedException", Some(400)),
+            Code::PermissionDenied
+        );
+        assert_eq!(code_of("ThrottlingException", Some(400)), Code::Unavailable);
+        assert_eq!(code_of("Whatever", Some(503)), Code::Unavailable);
+        assert_eq!(code_of("Whatever", Some(400)), Code::Unknown);
+        assert_eq!(
+            code_of("ValidationException", Some(400)),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn errors_carry_codes_and_name_what_failed() {
+        let e = AwsError::Fetch {
+            object: "objects[2]".into(),
+            service: "secretsmanager",
+            name: "prod/db".into(),
+            region: "eu-west-1".into(),
+            failure: Box::new(Failure {
+                code: Code::NotFound,
+                aws_code: "ResourceNotFoundException".into(),
+                detail: "Secrets Manager can't find the specified secret.".into(),
+            }),
+        };
+        let p = ProviderError::from(e);
+        assert_eq!(p.code(), Code::NotFound);
+        assert_eq!(p.reason(), "AWSSecretNotFound");
+        assert!(p.to_string().contains("prod/db") && p.to_string().contains("eu-west-1"));
+        let missing = AwsError::MissingRoleAnnotation {
+            namespace: "shop".into(),
+            service_account: "web".into(),
+        };
+        assert_eq!(missing.code(), Code::FailedPrecondition);
+        assert!(missing.to_string().contains("eks.amazonaws.com/role-arn"));
+        assert!(short(&"x".repeat(1000)).ends_with('…'));
+    }
+}

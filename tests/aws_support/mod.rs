@@ -1,0 +1,243 @@
+//! Helpers of the AWS tests: a counting, fault-injecting proxy in front of moto (`proxy.rs`),
+//! a stand-in EKS Pod Identity agent, SDK clients for seeding moto, and mount inputs built
+//! like publish builds them.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use keymount::provider::aws::{AwsArgs, AwsProvider};
+use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
+use keymount::redact::Redacted;
+use serde_json::json;
+
+pub use self::proxy::AwsProxy;
+use crate::support::moto::{Moto, REGION};
+
+/// The IRSA role of local-mode classes.
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/keymount-test";
+/// The IRSA token audience.
+pub const STS: &str = "sts.amazonaws.com";
+/// moto does not verify web identity tokens; the IRSA test uses a real one.
+pub const FAKE_JWT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.sig";
+
+/// A moto server and a counting proxy in front of it.
+pub async fn bed() -> (Moto, AwsProxy) {
+    let moto = Moto::start().await;
+    let proxy = AwsProxy::start(moto.endpoint()).await;
+    (moto, proxy)
+}
+
+/// A provider without an API server (local mode: the class names the role).
+pub fn local_provider(proxy: &AwsProxy) -> AwsProvider {
+    AwsProvider::new(args(&proxy.endpoint), None, "test-node")
+}
+
+/// Kubelet's tokens JSON with an IRSA token.
+pub fn irsa_tokens() -> String {
+    tokens_json(&[(STS, FAKE_JWT)])
+}
+
+/// Class parameters: region, roleArn, objects and `extra`.
+pub fn params<'a>(objects: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut p = vec![("region", REGION), ("roleArn", ROLE), ("objects", objects)];
+    p.extend_from_slice(extra);
+    p
+}
+
+/// The text between `start` and `end` (an element of an STS XML answer).
+pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} in {text}"))
+        + start.len();
+    &text[from..from + text[from..].find(end).unwrap()]
+}
+
+/// Node settings pointing every AWS endpoint at `endpoint`, with fast retries.
+pub fn args(endpoint: &str) -> AwsArgs {
+    AwsArgs {
+        aws_sts_endpoint: Some(endpoint.into()),
+        aws_secretsmanager_endpoint: Some(endpoint.into()),
+        aws_ssm_endpoint: Some(endpoint.into()),
+        aws_retry_initial_backoff: Duration::from_millis(5),
+        aws_retry_max_backoff: Duration::from_millis(50),
+        aws_attempt_timeout: Duration::from_secs(10),
+        ..AwsArgs::default()
+    }
+}
+
+/// A stand-in EKS Pod Identity agent: answers tokens it knows with credentials and records
+/// the Authorization headers it received.
+#[derive(Debug)]
+pub struct PodIdentityAgent {
+    pub endpoint: String,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PodIdentityAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodIdentityAgent {
+    /// Answers `token` with credentials whose access key id is `access_key`.
+    pub async fn start(token: &str, access_key: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (token, key, log) = (token.to_owned(), access_key.to_owned(), seen.clone());
+        let app = axum::Router::new().route(
+            "/v1/credentials",
+            axum::routing::get(move |headers: http::HeaderMap| {
+                let (token, key, log) = (token.clone(), key.clone(), log.clone());
+                async move {
+                    let auth = headers
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    log.lock().unwrap().push(auth.clone());
+                    if auth != token {
+                        return Response::builder()
+                            .status(400)
+                            .body(Body::from(r#"{"Message":"invalid token"}"#))
+                            .unwrap();
+                    }
+                    let expiry = chrono::Utc::now() + chrono::Duration::hours(6);
+                    let body = json!({
+                        "AccessKeyId": key, "SecretAccessKey": "pod-identity-secret-access-key",
+                        "Token": "pod-identity-session-token", "AccountId": "123456789012",
+                        "Expiration": expiry.to_rfc3339(),
+                    });
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(body.to_string()))
+                        .unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            endpoint: format!("http://{addr}/v1/credentials"),
+            seen,
+            task,
+        }
+    }
+}
+
+/// A Secrets Manager client for moto in `region`.
+pub fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
+    let config = moto
+        .secretsmanager()
+        .config()
+        .to_builder()
+        .region(aws_sdk_secretsmanager::config::Region::new(
+            region.to_owned(),
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// An SSM client for moto in us-east-1.
+pub fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(Moto::credentials())
+        .http_client(Moto::http_client())
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// Kubelet's tokens JSON for some audiences.
+pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(aud, token)| {
+            (
+                aud.to_string(),
+                json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A mount input as publish builds it: class parameters plus the pod's volume context.
+pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
+    let mut attributes: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in [
+        ("csi.storage.k8s.io/pod.name", "app-0"),
+        ("csi.storage.k8s.io/pod.namespace", ns),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b2e1f4c-0000-4000-8000-000000000001",
+        ),
+        ("csi.storage.k8s.io/serviceAccount.name", sa),
+        ("secretProviderClass", "test"),
+    ] {
+        attributes.insert(k.into(), v.into());
+    }
+    MountInput {
+        class: format!("{ns}/test"),
+        attributes,
+        tokens: ServiceAccountTokens::parse(tokens).unwrap(),
+        secrets: Redacted::new(BTreeMap::new()),
+        target_path: PathBuf::from("/nonexistent/target"),
+        permission: 0o644,
+        current_versions: Vec::new(),
+    }
+}
+
+/// The bytes of file `name` in `output`.
+pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
+    output
+        .files
+        .iter()
+        .find(|f| f.path == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no file {name} in {:?}",
+                output.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+            )
+        })
+        .contents
+        .expose()
+        .clone()
+}
+
+/// The text of file `name` in `output`.
+pub fn text(output: &MountOutput, name: &str) -> String {
+    String::from_utf8(bytes(output, name)).unwrap()
+}
+
+/// The mode of file `name` in `output`.
+pub fn mode(output: &MountOutput, name: &str) -> u32 {
+    output.files.iter().find(|f| f.path == name).unwrap().mode
+}
+
+/// The version reported for file `name`.
+pub fn version(output: &MountOutput, name: &str) -> String {
+    output
+        .versions
+        .iter()
+        .find(|v| v.id == name)
+        .unwrap_or_else(|| panic!("no version for {name}"))
+        .version
+        .clone()
+}
