@@ -118,7 +118,8 @@ impl TestKube {
     /// checked-in `deploy/crds.yaml` (the output of `keymount crd`).
     pub async fn install_keymount_crds(&self) {
         let path = repo_root().join("deploy/crds.yaml");
-        let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let yaml = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         self.install_crds(&yaml).await;
     }
 
