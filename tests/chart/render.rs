@@ -135,3 +135,40 @@ pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Value sets every test renders: the defaults and the ones that change the objects' shape.
+pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("default", serde_json::json!({})),
+        (
+            "rotation",
+            serde_json::json!({
+                "enableSecretRotation": true,
+                "rotationPollInterval": "30s",
+                "logFormatJSON": true,
+                "tokenRequests": [{"audience": "api://custom", "expirationSeconds": 3600}, {"audience": "vault"}],
+            }),
+        ),
+        ("sync", serde_json::json!({"syncSecret": {"enabled": true}})),
+        (
+            "no-builtins",
+            serde_json::json!({"builtinProviders": {"vault": {"enabled": false}, "aws": {"enabled": false}}}),
+        ),
+        (
+            "extras",
+            serde_json::json!({
+                "fullnameOverride": "secrets",
+                "metrics": {"serviceMonitor": {"enabled": true}},
+                "podDisruptionBudget": {"enabled": true},
+                "imagePullSecrets": [{"name": "regcred"}],
+                "builtinProviders": {"vault": {"address": "https://vault.example:8200"}},
+                "linux": {
+                    "kubeletRootDir": "/var/snap/microk8s/common/var/lib/kubelet",
+                    "additionalProvidersDirs": [],
+                    "priorityClassName": "system-node-critical",
+                    "image": {"digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+                },
+            }),
+        ),
+    ]
+}
