@@ -66,7 +66,8 @@ fn rbac_rules_are_exactly_the_intended_ones() {
             rule("", "events", &["create"]),
         ];
         if aws {
-            r.push(rule("", "serviceaccounts", &["get"]));
+            r.push(rule("", "serviceaccounts", &["get", "list", "watch"]));
+            r.push(rule("", "nodes", &["get", "list", "watch"]));
         }
         r
     };
