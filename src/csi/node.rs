@@ -65,6 +65,7 @@ impl From<PublishError> for Status {
             | PublishError::WriteFiles(_)
             | PublishError::SaveState(_) => Code::Internal,
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
+            PublishError::SyncSecret { source, .. } => source.code(),
         };
         Status::new(code, error.to_string())
     }

@@ -2,7 +2,9 @@
 //! the tmpfs mount, the atomic writer and the pod status object.
 
 pub mod context;
+pub mod events;
 pub mod locks;
+mod notify;
 pub mod pod_status;
 pub mod publish;
 pub mod service;

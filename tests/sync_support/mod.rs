@@ -1,0 +1,224 @@
+//! Helpers of the rotation and Secret sync tests: the two CSI CRDs in the test API server,
+//! an OpenBao with JWT auth for ServiceAccount `web`, SecretProviderClasses applied through
+//! the API, `keymount node` in API server mode, and publishes made the way kubelet makes
+//! them for a given pod.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use keymount::class::SecretProviderClass;
+use keymount::proto::csi::NodePublishVolumeRequest;
+use keymount::provider::tokens::TOKENS_KEY;
+use kube::CustomResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use crate::harness::node::{NodeOptions, NodeProcess, publish_request};
+use crate::support::kube::{FIELD_MANAGER, TestKube};
+use crate::support::openbao::OpenBao;
+use crate::support::proc::wait_until;
+use crate::vault_support::{Signer, jwt_setup, tokens_json};
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// SecretProviderClass (from the Rust type) and SecretProviderClassPodStatus (status only,
+/// as upstream) CRDs, installed once per test binary.
+pub async fn install_crds(kube: &TestKube) {
+    CRDS.get_or_init(|| async {
+        let spc = serde_json::to_string(&SecretProviderClass::crd()).unwrap();
+        let spcps = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"},
+            "spec": {
+                "group": "secrets-store.csi.x-k8s.io",
+                "scope": "Namespaced",
+                "names": {"kind": "SecretProviderClassPodStatus", "plural": "secretproviderclasspodstatuses",
+                          "singular": "secretproviderclasspodstatus", "listKind": "SecretProviderClassPodStatusList"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+            },
+        });
+        kube.install_crds(&format!("{spc}\n---\n{spcps}")).await;
+    })
+    .await;
+}
+
+/// A pod that exists in the API (no kubelet runs it).
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    pub name: String,
+    pub uid: String,
+}
+
+impl From<&Pod> for PodInfo {
+    fn from(pod: &Pod) -> Self {
+        Self {
+            name: pod.metadata.name.clone().unwrap(),
+            uid: pod.metadata.uid.clone().unwrap(),
+        }
+    }
+}
+
+/// A namespace, OpenBao and a work dir for one test.
+pub struct Bed {
+    pub kube: &'static TestKube,
+    pub client: kube::Client,
+    pub ns: String,
+    pub bao: OpenBao,
+    pub signer: Signer,
+    pub work: tempfile::TempDir,
+}
+
+/// Vault paths the `web` role may read.
+pub const PATHS: &[&str] = &["secret/data/*", "kv/*"];
+
+impl Bed {
+    pub async fn new(prefix: &str) -> Bed {
+        let kube = TestKube::get();
+        install_crds(kube).await;
+        let ns = kube.namespace(prefix).await;
+        let bao = OpenBao::start().await;
+        bao.enable_kv1("kv").await;
+        let signer = Signer::new();
+        jwt_setup(&bao, "", &signer, "web", &ns, "web", PATHS).await;
+        Bed {
+            kube,
+            client: kube.client(),
+            ns,
+            bao,
+            signer,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `keymount node` against the test API server, with `args` added.
+    pub async fn node(&self, args: &[&str]) -> NodeProcess {
+        NodeProcess::start(NodeOptions {
+            kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Applies class `name`: the vault provider reading `objects`, with `annotations` and
+    /// `secret_objects` (JSON, `Value::Null` for none).
+    pub async fn apply_class(
+        &self,
+        name: &str,
+        annotations: &[(&str, &str)],
+        objects: &str,
+        secret_objects: Value,
+    ) {
+        self.apply_class_in(&self.ns, name, annotations, objects, secret_objects)
+            .await;
+    }
+
+    pub async fn apply_class_in(
+        &self,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        objects: &str,
+        secret_objects: Value,
+    ) {
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        let mut spec = json!({
+            "provider": "vault",
+            "parameters": {
+                "vaultAddress": self.bao.addr(),
+                "roleName": "web",
+                "vaultAuthMountPath": "jwt",
+                "objects": objects,
+            },
+        });
+        if !secret_objects.is_null() {
+            spec["secretObjects"] = secret_objects;
+        }
+        let body = json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": spec,
+        });
+        Api::<SecretProviderClass>::namespaced(self.client.clone(), ns)
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply class {ns}/{name}: {e}"));
+    }
+
+    /// A pod of ServiceAccount `web` in the API.
+    pub async fn pod(&self, name: &str) -> PodInfo {
+        PodInfo::from(&self.kube.create_pod(&self.ns, name, "web").await)
+    }
+
+    /// Where kubelet would mount `volume` of `pod`.
+    pub fn target(&self, pod: &PodInfo, volume: &str) -> PathBuf {
+        self.work.path().join(format!(
+            "pods/{}/volumes/kubernetes.io~csi/{volume}/mount",
+            pod.uid
+        ))
+    }
+
+    /// Kubelet's publish for `volume` of `pod` using `class`, with a fresh `vault` token.
+    pub fn publish(&self, pod: &PodInfo, volume: &str, class: &str) -> NodePublishVolumeRequest {
+        let id = format!("csi-{}-{volume}", pod.uid);
+        let mut req = publish_request(&id, &self.target(pod, volume), class, &self.ns);
+        let token = self.signer.token(&self.ns, "web", "vault");
+        for (k, v) in [
+            ("csi.storage.k8s.io/pod.name", pod.name.clone()),
+            ("csi.storage.k8s.io/pod.uid", pod.uid.clone()),
+            ("csi.storage.k8s.io/serviceAccount.name", "web".into()),
+            (TOKENS_KEY, tokens_json("vault", &token)),
+        ] {
+            req.volume_context.insert(k.into(), v);
+        }
+        req
+    }
+
+    /// The core/v1 events of pod `name`.
+    pub async fn events(&self, pod: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Waits (up to 20 s) for an event of pod `name` with `reason`, and returns it.
+    pub async fn wait_event(&self, pod: &str, reason: &str) -> Event {
+        let found = wait_until(Duration::from_secs(20), || async move {
+            self.events(pod)
+                .await
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await;
+        let events = self.events(pod).await;
+        assert!(found, "no {reason} event for pod {pod}: {events:#?}");
+        events
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+            .unwrap()
+    }
+}
+
+/// The value of metric line `prefix` (e.g. `rotation_reconcile_total{...}`), 0 if absent.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
