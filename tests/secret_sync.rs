@@ -110,7 +110,7 @@ async fn synced_secrets_have_type_labels_annotations_data_and_follow_rotation() 
         .await;
     bed.apply_class("app", &[], OBJECTS, secret_objects()).await;
     let node = bed
-        .node(&[
+        .restricted_node(&[
             "--enable-secret-sync",
             "--enable-secret-rotation",
             "--rotation-poll-interval=2s",
@@ -250,6 +250,31 @@ async fn synced_secrets_have_type_labels_annotations_data_and_follow_rotation() 
     let again = secrets.get("db").await.expect("recreated");
     assert_eq!(text(&again, "password"), "pw-sync-v2");
 
+    // The node ran as a ServiceAccount that can do no more than that.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(bed.work.path().join("node.kubeconfig")).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let as_node: Api<Secret> = Api::namespaced(kube::Client::try_from(config).unwrap(), &bed.ns);
+    let forbidden =
+        |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    assert!(
+        forbidden(as_node.list(&ListParams::default()).await.map(|_| ())),
+        "node may list Secrets"
+    );
+    assert!(
+        forbidden(
+            as_node
+                .delete("db", &DeleteParams::default())
+                .await
+                .map(|_| ())
+        ),
+        "node may delete Secrets"
+    );
+    assert!(as_node.get("db").await.is_ok());
+
     let logs = node.logs();
     for value in ["pw-sync-v1", "pw-sync-v2", key.lines().nth(1).unwrap()] {
         assert!(!logs.contains(value), "secret material in the node's logs");
@@ -306,7 +331,7 @@ async fn a_secret_shared_by_two_deployments_lives_until_both_are_gone() {
     let objects = "- {objectName: password, secretPath: secret/data/db, secretKey: password}";
     let sync = json!([{"secretName": "shared", "type": "Opaque", "data": [{"objectName": "password", "key": "password"}]}]);
     bed.apply_class("shared", &[], objects, sync).await;
-    let node = bed.node(&["--enable-secret-sync"]).await;
+    let node = bed.restricted_node(&["--enable-secret-sync"]).await;
     let mut csi = node.node_client().await;
     let (pod1, rs1) = deployment(&bed, "one").await;
     let (pod2, rs2) = deployment(&bed, "two").await;
@@ -415,7 +440,7 @@ async fn a_foreign_secret_is_left_untouched_and_a_missing_class_is_not_found() {
         .await
         .unwrap();
 
-    let node = bed.node(&["--enable-secret-sync"]).await;
+    let node = bed.restricted_node(&["--enable-secret-sync"]).await;
     let mut csi = node.node_client().await;
     let pod = bed.pod("web-0").await;
     let status = csi

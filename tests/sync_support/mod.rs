@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use keymount::class::SecretProviderClass;
 use keymount::proto::csi::NodePublishVolumeRequest;
@@ -211,6 +212,98 @@ impl Bed {
             .into_iter()
             .find(|e| e.reason.as_deref() == Some(reason))
             .unwrap()
+    }
+}
+
+/// The ClusterRole of `deploy/rbac-secret-sync.yaml`, as shipped.
+fn sync_cluster_role() -> Value {
+    let path = crate::support::proc::repo_root().join("deploy/rbac-secret-sync.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.split("\n---")
+        .map(|doc| serde_yaml::from_str::<Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("deploy/rbac-secret-sync.yaml has a ClusterRole")
+}
+
+/// The node's base permissions (class lookup, pod status, events), which the Secret sync's
+/// ClusterRole comes on top of.
+fn base_cluster_role() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "keymount-test-node-base"},
+        "rules": [
+            {"apiGroups": ["secrets-store.csi.x-k8s.io"], "resources": ["secretproviderclasses"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["secrets-store.csi.x-k8s.io"], "resources": ["secretproviderclasspodstatuses"],
+             "verbs": ["get", "create", "patch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ],
+    })
+}
+
+impl Bed {
+    /// A kubeconfig for ServiceAccount `keymount-node` of this namespace holding only the
+    /// node's base permissions cluster-wide and the shipped sync ClusterRole, bound with a
+    /// RoleBinding in this namespace only.
+    pub async fn restricted_kubeconfig(&self) -> PathBuf {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        for role in [base_cluster_role(), sync_cluster_role()] {
+            let name = role["metadata"]["name"].as_str().unwrap().to_owned();
+            roles.patch(&name, &pp, &Patch::Apply(&role)).await.unwrap();
+        }
+        self.kube
+            .create_service_account(&self.ns, "keymount-node", &[])
+            .await;
+        let subject =
+            json!([{"kind": "ServiceAccount", "name": "keymount-node", "namespace": self.ns}]);
+        let base_binding = format!("keymount-test-node-base-{}", self.ns);
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": base_binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "keymount-test-node-base"},
+            "subjects": subject,
+        });
+        Api::<ClusterRoleBinding>::all(self.client.clone())
+            .patch(&base_binding, &pp, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "keymount-secret-sync", "namespace": self.ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "keymount-secret-sync"},
+            "subjects": subject,
+        });
+        Api::<RoleBinding>::namespaced(self.client.clone(), &self.ns)
+            .patch("keymount-secret-sync", &pp, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+        let token = self
+            .kube
+            .request_token(&self.ns, "keymount-node", &[], None)
+            .await;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.kube.ca_pem());
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
+             users:\n- name: node\n  user:\n    token: {token}\ncontexts:\n- name: t\n  context: {{cluster: t, user: node}}\ncurrent-context: t\n",
+            self.kube.api_url()
+        );
+        let path = self.work.path().join("node.kubeconfig");
+        std::fs::write(&path, kubeconfig).unwrap();
+        path
+    }
+
+    /// `keymount node` as ServiceAccount `keymount-node` (see `restricted_kubeconfig`).
+    pub async fn restricted_node(&self, args: &[&str]) -> NodeProcess {
+        let kubeconfig = self.restricted_kubeconfig().await;
+        NodeProcess::start(NodeOptions {
+            kubeconfig: Some(kubeconfig),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
     }
 }
 
