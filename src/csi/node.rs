@@ -236,6 +236,19 @@ mod tests {
             }),
             Code::Internal
         );
+        let foreign = PublishError::SyncSecret {
+            class: "ns/db".into(),
+            source: Box::new(crate::sync::SyncError::NotManaged {
+                secret: "ns/db".into(),
+            }),
+        };
+        let status = Status::from(foreign);
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(
+            status
+                .message()
+                .contains("Secret ns/db exists and is not managed")
+        );
     }
 
     #[test]
