@@ -333,6 +333,13 @@ async fn per_class_interval_on_demand_refresh_and_leases() {
         reads + 1,
         "the same stamp fetches no more"
     );
+    for class in ["fast", "slow", "leased"] {
+        let id = format!("csi-{}-{class}", pod.uid);
+        csi.node_unpublish_volume(unpublish_request(&id, &bed.target(&pod, class)))
+            .await
+            .unwrap();
+    }
+    assert!(mounts_under(bed.work.path()).is_empty());
 }
 
 #[tokio::test]
@@ -396,6 +403,13 @@ async fn provider_down_during_rotation_keeps_the_old_content_and_records_an_even
         metrics.contains("rotation_reconcile_error_total{provider=\"vault\""),
         "{metrics}"
     );
+    csi.node_unpublish_volume(unpublish_request(
+        &format!("csi-{}-secrets", pod.uid),
+        &target,
+    ))
+    .await
+    .unwrap();
+    assert!(mounts_under(bed.work.path()).is_empty());
 }
 
 #[tokio::test]

@@ -275,6 +275,15 @@ async fn synced_secrets_have_type_labels_annotations_data_and_follow_rotation() 
     );
     assert!(as_node.get("db").await.is_ok());
 
+    let id = format!("csi-{}-secrets", pod.uid);
+    csi.node_unpublish_volume(harness::node::unpublish_request(
+        &id,
+        &bed.target(&pod, "secrets"),
+    ))
+    .await
+    .unwrap();
+    assert!(harness::mounts::mounts_under(bed.work.path()).is_empty());
+
     let logs = node.logs();
     for value in ["pw-sync-v1", "pw-sync-v2", key.lines().nth(1).unwrap()] {
         assert!(!logs.contains(value), "secret material in the node's logs");

@@ -74,6 +74,16 @@ pub struct Bed {
     pub work: tempfile::TempDir,
 }
 
+impl Drop for Bed {
+    /// A test that failed half-way leaves no tmpfs mounted behind (the tests that pass
+    /// unpublish everything and check it).
+    fn drop(&mut self) {
+        for point in crate::harness::mounts::mounts_under(self.work.path()) {
+            let _ = keymount::mount::unmount(std::path::Path::new(&point));
+        }
+    }
+}
+
 /// Vault paths the `web` role may read.
 pub const PATHS: &[&str] = &["secret/data/*", "kv/*"];
 
