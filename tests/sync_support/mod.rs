@@ -246,7 +246,7 @@ fn base_cluster_role() -> Value {
             {"apiGroups": ["secrets-store.csi.x-k8s.io"], "resources": ["secretproviderclasses"],
              "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["secrets-store.csi.x-k8s.io"], "resources": ["secretproviderclasspodstatuses"],
-             "verbs": ["get", "create", "patch"]},
+             "verbs": ["create", "patch"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     })
