@@ -84,7 +84,12 @@ async fn publish_all(
         .await
 }
 
-async fn unpublish_all(node: &NodeProcess, pods: &Path, range: std::ops::Range<usize>, concurrency: usize) {
+async fn unpublish_all(
+    node: &NodeProcess,
+    pods: &Path,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) {
     let client = node.node_client().await;
     futures::stream::iter(range)
         .map(|n| {
@@ -111,7 +116,13 @@ async fn main() {
         tmp.path().join("providers"),
         tmp.path().join("pods"),
     );
-    write_class(&classes, "bench", "db", "fake", &[("objects", "- a\n- b\n- c")]);
+    write_class(
+        &classes,
+        "bench",
+        "db",
+        "fake",
+        &[("objects", "- a\n- b\n- c")],
+    );
     let reply = Reply::files(&[("user", "app"), ("password", "bench-pw"), ("tls.key", "k")]);
     let _plugin = FakePlugin::start(&providers, "fake", reply).await;
     let node = NodeProcess::start(NodeOptions {
@@ -156,9 +167,15 @@ async fn main() {
     report("republish, one at a time", sequential);
     gate_in_process(&classes, &providers, &pods).await;
     let pid = node.pid();
-    println!("peak RSS of keymount node with 110 volumes mounted: {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    println!(
+        "peak RSS of keymount node with 110 volumes mounted: {:.1} MiB",
+        peak_rss_kib(pid) as f64 / 1024.0
+    );
     unpublish_all(&node, &pods, 0..110, s.concurrency).await;
-    assert!(harness::mounts::mounts_under(tmp.path()).is_empty(), "mount leaked");
+    assert!(
+        harness::mounts::mounts_under(tmp.path()).is_empty(),
+        "mount leaked"
+    );
 }
 
 /// The rotation gate itself, without gRPC: a `VolumeService` in this process publishes 110

@@ -59,6 +59,9 @@ for exe in bao moto_server kubernetes-validate; do
 done
 "$PY" -c 'import helm_python' 2>/dev/null \
     || die "python module helm_python not importable: $PY -m pip install helm-python-sdk"
+# tests/chart/render.py also uses PyYAML and jsonschema (both come with kubernetes-validate).
+"$PY" -c 'import yaml, jsonschema' 2>/dev/null \
+    || die "python modules yaml/jsonschema not importable: $PY -m pip install kubernetes-validate"
 
 if ! command -v yamllint >/dev/null 2>&1; then
     [[ $(id -u) == 0 ]] || die "yamllint missing: sudo apt-get install -y yamllint"

@@ -35,6 +35,8 @@ pub enum Command {
     Csi(Box<crate::cmd::csi_client::CsiArgs>),
     /// Publish one SecretProviderClass into a directory once, without CSI.
     Fetch(Box<crate::cmd::fetch::FetchArgs>),
+    /// Print the SecretProviderClass and SecretProviderClassPodStatus CRDs (YAML).
+    Crd(crate::cmd::crd::CrdArgs),
 }
 
 /// Flags of `keymount node`.
@@ -115,6 +117,10 @@ pub struct NodeArgs {
     /// Deadline for one provider call.
     #[arg(long, env = "KEYMOUNT_PROVIDER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub provider_timeout: Duration,
+
+    /// On SIGTERM: how long calls in flight may take to finish before the process exits.
+    #[arg(long, env = "KEYMOUNT_SHUTDOWN_GRACE_PERIOD", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace_period: Duration,
 
     /// Built-in providers served in-process.
     #[arg(

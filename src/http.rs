@@ -47,7 +47,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     if !state.serving.load(Ordering::Acquire) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "CSI socket not serving yet",
+            "CSI socket not serving (starting, or shutting down)",
         )
     } else if !state.volumes.is_ready() {
         (

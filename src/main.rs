@@ -12,6 +12,7 @@ async fn main() -> std::process::ExitCode {
         Command::Node(args) => keymount::cmd::node::run(*args).await,
         Command::Csi(args) => keymount::cmd::csi_client::run(*args).await,
         Command::Fetch(args) => keymount::cmd::fetch::run(*args).await,
+        Command::Crd(args) => keymount::cmd::crd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

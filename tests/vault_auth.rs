@@ -211,16 +211,25 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Every log line of this test binary at TRACE, from all tests and threads. A global
+/// subscriber, because a thread-local one misses events whose callsite another test thread
+/// registered first.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+}
+
 #[tokio::test]
 async fn fifty_concurrent_mounts_one_login_one_read_no_sharing_no_leaks() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = captured_logs();
     let bao = OpenBao::start().await;
     let signer = Signer::new();
     jwt_setup(
@@ -278,11 +287,24 @@ async fn fifty_concurrent_mounts_one_login_one_read_no_sharing_no_leaks() {
         ("vaultAuthMountPath", "jwt"),
         ("objects", objects),
     ];
-    let p = provider();
+    let p = Arc::new(provider());
     let inputs: Vec<_> = (0..50)
         .map(|_| input("shop", "web", &tokens_json("vault", &web_token), &params))
         .collect();
-    let results = futures::future::join_all(inputs.iter().map(|i| p.mount(i))).await;
+    // One task per mount, as the node serves each NodePublishVolume: every mount has asked
+    // before the server has answered anything.
+    let tasks: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            let (p, i) = (p.clone(), i.clone());
+            tokio::spawn(async move { p.mount(&i).await })
+        })
+        .collect();
+    let results: Vec<_> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("mount task"))
+        .collect();
     for result in &results {
         let out = result.as_ref().unwrap();
         assert_eq!(text(out, "p"), "web-secret-value-123");
@@ -293,7 +315,12 @@ async fn fifty_concurrent_mounts_one_login_one_read_no_sharing_no_leaks() {
         1,
         "50 concurrent mounts of one identity log in once"
     );
-    assert_eq!(bao.count_requests_op("read", "secret/data/web"), 1);
+    assert_eq!(
+        bao.count_requests_op("read", "secret/data/web"),
+        1,
+        "one read of secret/data/web; audited: {:?}",
+        bao.audited_requests()
+    );
     assert_eq!(bao.count_requests_op("read", "secret/data/web2"), 1);
 
     // A later mount reuses the cached token (a read, no login).

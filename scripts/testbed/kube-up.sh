@@ -152,6 +152,7 @@ start kube-apiserver "$BIN/kube-apiserver" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --api-audiences=https://kubernetes.default.svc \
     --authorization-mode=Node,RBAC \
+    --feature-gates=CSIServiceAccountToken=true \
     --disable-admission-plugins=ServiceAccount \
     --enable-admission-plugins=NamespaceLifecycle,LimitRanger,DefaultStorageClass,ResourceQuota,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
     --service-cluster-ip-range=10.0.0.0/24 \

@@ -151,8 +151,11 @@ impl ClassSource for WatchedClasses {
 #[derive(Debug)]
 pub struct DirectoryClasses {
     dir: PathBuf,
-    cache: std::sync::Mutex<Option<(Fingerprint, Arc<Vec<Arc<SecretProviderClass>>>)>>,
+    cache: std::sync::Mutex<Option<(Fingerprint, ParsedClasses)>>,
 }
+
+/// The classes parsed from the directory.
+type ParsedClasses = Arc<Vec<Arc<SecretProviderClass>>>;
 
 /// Name, size and mtime of every manifest file.
 type Fingerprint = Vec<(PathBuf, u64, std::time::SystemTime)>;

@@ -1,6 +1,7 @@
 //! SecretProviderClass and SecretProviderClassPodStatus: their types and how keymount finds them.
 
 pub mod crd;
+pub mod crd_schema;
 pub mod lookup;
 
 pub use crd::{

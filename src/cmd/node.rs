@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use crate::class::{ClassSource, DirectoryClasses, WatchedClasses};
 use crate::cli::NodeArgs;
-use crate::csi::{IdentityService, NodeService, server};
+use crate::csi::server::{self, SocketId};
+use crate::csi::{IdentityService, NodeService};
 use crate::fs::paths::Limits;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
@@ -101,6 +103,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         volumes = volumes.with_secret_sync(sync);
     }
     let volumes = Arc::new(volumes);
+    volumes.recover();
 
     let serving = Arc::new(AtomicBool::new(false));
     let addr = http::parse_addr(&args.metrics_addr)
@@ -113,9 +116,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         volumes: volumes.clone(),
         serving: serving.clone(),
     };
-    let http_task = tokio::spawn(http::serve(http_listener, http_state, shutdown.clone()));
+    // The HTTP server outlives the CSI drain, so /readyz can say 503 while calls finish.
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(http_listener, http_state, http_stop.clone()));
 
     let listener = server::bind(&socket)?;
+    let socket_id = SocketId::of(&socket);
     serving.store(true, Ordering::Release);
     tracing::info!(
         endpoint = %args.endpoint,
@@ -126,13 +132,35 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     );
     let identity = IdentityService::new(&args.driver_name, volumes.clone());
     let node = NodeService::new(&args.node_id, volumes);
-    server::serve(listener, identity, node, shutdown.clone()).await?;
+    let serve = server::serve(listener, identity, node, shutdown.clone());
+    tokio::pin!(serve);
+    let grace = args.shutdown_grace_period;
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        serving.store(false, Ordering::Release);
+        // New connections now fail at once instead of waiting in the backlog.
+        socket_id.remove_if_same(&socket);
+        tracing::info!(grace = ?grace, "no new calls; waiting for calls in flight");
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        result = &mut serve => result,
+        () = drain_deadline => {
+            tracing::warn!(
+                grace = ?grace,
+                "calls still in flight after the shutdown grace period; exiting without them"
+            );
+            Ok(())
+        }
+    };
     shutdown.cancel();
-    let _ = std::fs::remove_file(&socket);
+    socket_id.remove_if_same(&socket);
+    http_stop.cancel();
     http_task.await??;
     for task in tasks {
         let _ = task.await;
     }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Serving the CSI services on a unix socket.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -68,6 +68,30 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
+/// The socket file this process bound, by device, inode and change time (inode numbers are
+/// reused at once): at shutdown it is removed only if the path still names it (a new process
+/// may already serve a fresh socket there).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketId(Option<(u64, u64, i64, i64)>);
+
+impl SocketId {
+    /// The identity of the socket at `path` now.
+    pub fn of(path: &Path) -> Self {
+        Self(
+            std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())),
+        )
+    }
+
+    /// Removes `path` if it is still the same socket file.
+    pub fn remove_if_same(&self, path: &Path) {
+        if self.0.is_some() && Self::of(path).0 == self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Serves Identity and Node on `listener` until `shutdown` fires, then finishes in-flight calls.
 pub async fn serve(
     listener: UnixListener,
@@ -118,5 +142,24 @@ mod tests {
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_socket_bound_by_another_process_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("csi.sock");
+        let first = bind(&sock).unwrap();
+        let ours = SocketId::of(&sock);
+        drop(first);
+        // File times tick with the kernel's coarse clock; real restarts are seconds apart.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let _second = bind(&sock).unwrap(); // the next process, same path
+        ours.remove_if_same(&sock);
+        assert!(
+            sock.exists(),
+            "the new socket must survive the old process's exit"
+        );
+        SocketId::of(&sock).remove_if_same(&sock);
+        assert!(!sock.exists());
     }
 }

@@ -212,7 +212,7 @@ mod tests {
     fn refuses_oversized_and_deep_paths() {
         let long = "a".repeat(256);
         assert!(matches!(check(&long), Err(PathError::TooLong { .. })));
-        let deep = vec!["d"; 9].join("/");
+        let deep = ["d"; 9].join("/");
         assert!(matches!(check(&deep), Err(PathError::TooDeep { .. })));
     }
 

@@ -1,6 +1,7 @@
 //! Kubernetes Events on the pod of a volume (what `kubectl describe pod` shows): rotations
-//! that swapped content or failed, and Secret syncs. Written as core/v1 Events with the
-//! upstream source components, in the background so a slow API server never delays kubelet.
+//! that swapped content or failed (a failed rotation answers kubelet with success, so without
+//! an Event nobody would see it), and Secret syncs. core/v1 Events with upstream's reasons and
+//! source components, written in the background so a slow API server never delays kubelet.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub const SYNC_COMPONENT: &str = "csi-secrets-store-controller";
 
 /// Rotation swapped in new content.
 pub const ROTATION_COMPLETE: &str = "MountRotationComplete";
-/// Rotation failed; the old content stays.
+/// Rotation failed; the old content stays (upstream's reason for a failed mount rotation).
 pub const ROTATION_FAILED: &str = "MountRotationFailed";
 /// A rotation changed a synced Secret.
 pub const SECRET_ROTATION_COMPLETE: &str = "SecretRotationComplete";
@@ -34,7 +35,7 @@ const MAX_MESSAGE: usize = 1024;
 pub struct PodRef {
     pub namespace: String,
     pub name: String,
-    pub uid: Option<String>,
+    pub uid: String,
 }
 
 /// Normal or Warning.
@@ -92,7 +93,7 @@ impl PodEvents {
         let now = Timestamp::now();
         Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", pod.name, now.as_nanosecond())),
+                generate_name: Some(format!("{}.", pod.name)),
                 namespace: Some(pod.namespace.clone()),
                 ..Default::default()
             },
@@ -101,7 +102,7 @@ impl PodEvents {
                 kind: Some("Pod".into()),
                 name: Some(pod.name.clone()),
                 namespace: Some(pod.namespace.clone()),
-                uid: pod.uid.clone(),
+                uid: Some(pod.uid.clone()),
                 ..Default::default()
             },
             reason: Some(reason.into()),
@@ -146,6 +147,27 @@ impl PodEvents {
             }
         });
     }
+}
+
+/// Records a Warning Event on `pod` now, with source component `keymount`. `message` is an
+/// error's text (which never holds a secret value); `node` names the reporting node.
+pub async fn warn(
+    client: &kube::Client,
+    pod: &PodRef,
+    reason: &str,
+    message: &str,
+    node: &str,
+) -> Result<Event, kube::Error> {
+    let event = PodEvents::new(client.clone(), node).event(
+        pod,
+        "keymount",
+        Severity::Warning,
+        reason,
+        message.to_owned(),
+    );
+    Api::<Event>::namespaced(client.clone(), &pod.namespace)
+        .create(&PostParams::default(), &event)
+        .await
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod locks;
 mod notify;
 pub mod pod_status;
 pub mod publish;
+pub mod recover;
 pub mod service;
 pub mod state;
 pub mod unpublish;

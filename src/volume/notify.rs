@@ -27,7 +27,7 @@ fn pod_ref(work: &Work<'_>) -> Option<PodRef> {
     Some(PodRef {
         namespace: work.context.pod_namespace.clone(),
         name: work.context.pod_name.clone()?,
-        uid: work.context.pod_uid.clone(),
+        uid: work.context.pod_uid.clone()?,
     })
 }
 

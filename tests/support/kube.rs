@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{
-    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec, TokenReviewStatus,
+    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+    TokenReviewStatus,
 };
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -49,7 +50,11 @@ impl TestKube {
                     let path = PathBuf::from(path);
                     let dir = std::env::var_os("KEYMOUNT_TEST_KUBE_DIR")
                         .map(PathBuf::from)
-                        .unwrap_or_else(|| path.parent().expect("kubeconfig has a parent dir").to_path_buf());
+                        .unwrap_or_else(|| {
+                            path.parent()
+                                .expect("kubeconfig has a parent dir")
+                                .to_path_buf()
+                        });
                     (path, dir)
                 }
                 None => start_private_instance(),
@@ -63,9 +68,13 @@ impl TestKube {
         // `get()` works from any context (inside or outside a tokio runtime).
         let path = kubeconfig.clone();
         let config = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
-                let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                let kc = Kubeconfig::read_from(&path)
+                    .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
                 kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                     .await
                     .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()))
@@ -73,16 +82,44 @@ impl TestKube {
         })
         .join()
         .expect("kubeconfig loader thread");
-        let api_url = config.cluster_url.to_string().trim_end_matches('/').to_string();
+        let api_url = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
         let ca_path = dir.join("pki/ca.crt");
-        let ca_pem = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {}: {e}", ca_path.display()));
-        TestKube { kubeconfig, dir, config, api_url, ca_pem }
+        let ca_pem = std::fs::read_to_string(&ca_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", ca_path.display()));
+        TestKube {
+            kubeconfig,
+            dir,
+            config,
+            api_url,
+            ca_pem,
+        }
     }
 
     /// A new client (make one per test: a client is bound to the tokio runtime that made it).
     pub fn client(&self) -> kube::Client {
         install_crypto_provider();
         kube::Client::try_from(self.config.clone()).expect("kube client from test kubeconfig")
+    }
+
+    /// A client that impersonates `user` (e.g. `system:serviceaccount:NS:NAME`): requests are
+    /// authorized by RBAC as that user.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        install_crypto_provider();
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.into());
+        kube::Client::try_from(config).expect("impersonating kube client")
+    }
+
+    /// Installs keymount's SecretProviderClass and SecretProviderClassPodStatus CRDs from the
+    /// checked-in `deploy/crds.yaml` (the output of `keymount crd`).
+    pub async fn install_keymount_crds(&self) {
+        let path = repo_root().join("deploy/crds.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        self.install_crds(&yaml).await;
     }
 
     /// The admin kubeconfig (system:masters).
@@ -133,7 +170,10 @@ impl TestKube {
             .collect();
         let name = format!("{}-{suffix}", prefix.trim_matches('-'));
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(self.client())
@@ -144,13 +184,21 @@ impl TestKube {
     }
 
     /// Creates a ServiceAccount with the given annotations.
-    pub async fn create_service_account(&self, ns: &str, name: &str, annotations: &[(&str, &str)]) -> ServiceAccount {
+    pub async fn create_service_account(
+        &self,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+    ) -> ServiceAccount {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some(ns.into()),
                 annotations: (!annotations.is_empty()).then(|| {
-                    annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>()
                 }),
                 ..Default::default()
             },
@@ -166,7 +214,11 @@ impl TestKube {
     /// in `metadata.uid`.
     pub async fn create_pod(&self, ns: &str, name: &str, sa: &str) -> Pod {
         let pod = Pod {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 service_account_name: Some(sa.into()),
                 automount_service_account_token: Some(false),
@@ -197,7 +249,8 @@ impl TestKube {
         let request = TokenRequest {
             metadata: ObjectMeta::default(),
             spec: Some(TokenRequestSpec {
-                audiences: (!audiences.is_empty()).then(|| audiences.iter().map(|a| a.to_string()).collect()),
+                audiences: (!audiences.is_empty())
+                    .then(|| audiences.iter().map(|a| a.to_string()).collect()),
                 expiration_seconds: Some(3600),
                 bound_object_ref: bound_pod.map(|(name, uid)| BoundObjectReference {
                     api_version: Some("v1".into()),
@@ -225,7 +278,8 @@ impl TestKube {
             metadata: ObjectMeta::default(),
             spec: TokenReviewSpec {
                 token: token.into(),
-                audiences: (!audiences.is_empty()).then(|| audiences.iter().map(|a| a.to_string()).collect()),
+                audiences: (!audiences.is_empty())
+                    .then(|| audiences.iter().map(|a| a.to_string()).collect()),
             },
             status: None,
         };
@@ -242,17 +296,26 @@ impl TestKube {
     pub async fn install_crds(&self, yaml: &str) {
         let api = Api::<CustomResourceDefinition>::all(self.client());
         let mut names = Vec::new();
-        for doc in yaml.split("\n---").map(str::trim).filter(|d| !d.is_empty() && *d != "---") {
-            let value: serde_json::Value = serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("CRD YAML: {e}"));
+        for doc in yaml
+            .split("\n---")
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && *d != "---")
+        {
+            let value: serde_json::Value =
+                serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("CRD YAML: {e}"));
             if value.is_null() {
                 continue;
             }
             let crd: CustomResourceDefinition =
                 serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("not a CRD: {e}"));
             let name = crd.metadata.name.clone().expect("CRD has metadata.name");
-            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-                .await
-                .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&value),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
             names.push(name);
         }
         for name in names {
@@ -260,7 +323,9 @@ impl TestKube {
                 let api = api.clone();
                 let name = name.clone();
                 async move {
-                    let Ok(crd) = api.get(&name).await else { return false };
+                    let Ok(crd) = api.get(&name).await else {
+                        return false;
+                    };
                     crd.status
                         .and_then(|s| s.conditions)
                         .unwrap_or_default()
@@ -336,7 +401,10 @@ fn start_private_instance() -> (PathBuf, PathBuf) {
     let build = Command::new(root.join("scripts/testbed/build-kube.sh"))
         .status()
         .expect("run scripts/testbed/build-kube.sh");
-    assert!(build.success(), "scripts/testbed/build-kube.sh failed ({build})");
+    assert!(
+        build.success(),
+        "scripts/testbed/build-kube.sh failed ({build})"
+    );
     let out = Command::new(root.join("scripts/testbed/kube-up.sh"))
         .arg(&dir)
         .env("KEYMOUNT_TESTBED_OWNER_PID", std::process::id().to_string())
@@ -344,8 +412,21 @@ fn start_private_instance() -> (PathBuf, PathBuf) {
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run scripts/testbed/kube-up.sh");
-    assert!(out.status.success(), "scripts/testbed/kube-up.sh {} failed ({})", dir.display(), out.status);
-    let kubeconfig = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
-    assert!(!kubeconfig.is_empty(), "kube-up.sh printed no kubeconfig path");
+    assert!(
+        out.status.success(),
+        "scripts/testbed/kube-up.sh {} failed ({})",
+        dir.display(),
+        out.status
+    );
+    let kubeconfig = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(
+        !kubeconfig.is_empty(),
+        "kube-up.sh printed no kubeconfig path"
+    );
     (PathBuf::from(kubeconfig), dir)
 }

@@ -26,7 +26,10 @@ impl Moto {
     pub async fn start() -> Moto {
         install_crypto_provider();
         let exe = find_exe("moto_server");
-        let dir = tempfile::Builder::new().prefix("keymount-moto-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("keymount-moto-")
+            .tempdir()
+            .expect("temp dir");
         let log = dir.path().join("moto.log");
         let port = free_port();
         let child = Command::new(&exe)
@@ -39,9 +42,15 @@ impl Moto {
             .stderr(std::fs::File::create(dir.path().join("moto.stderr")).expect("moto stderr"))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
-        let mut process = KillOnDrop { child, name: "moto_server" };
+        let mut process = KillOnDrop {
+            child,
+            name: "moto_server",
+        };
         let endpoint = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("reqwest client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
         let probe = format!("{endpoint}/moto-api/");
         let ready = wait_until(Duration::from_secs(60), || {
             let http = http.clone();
@@ -50,8 +59,17 @@ impl Moto {
         })
         .await;
         process.assert_running(&dir.path().join("moto.stderr"));
-        assert!(ready, "moto at {endpoint} not answering in 60 s:\n{}", tail(&dir.path().join("moto.stderr"), 30));
-        Moto { process, endpoint, log, _dir: dir }
+        assert!(
+            ready,
+            "moto at {endpoint} not answering in 60 s:\n{}",
+            tail(&dir.path().join("moto.stderr"), 30)
+        );
+        Moto {
+            process,
+            endpoint,
+            log,
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -69,14 +87,22 @@ impl Moto {
 
     /// Static test credentials (moto accepts any).
     pub fn credentials() -> Credentials {
-        Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "keymount-test")
+        Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "keymount-test",
+        )
     }
 
     /// An AWS SDK HTTP client using rustls with ring (plain HTTP is all moto needs).
     pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
         use aws_smithy_http_client::tls;
         aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .build_https()
     }
 

@@ -41,12 +41,18 @@ impl OpenBao {
     async fn launch(tls: bool) -> OpenBao {
         install_crypto_provider();
         let bao = find_exe("bao");
-        let dir = tempfile::Builder::new().prefix("keymount-bao-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("keymount-bao-")
+            .tempdir()
+            .expect("temp dir");
         let audit_log = dir.path().join("audit.log");
         let config = dir.path().join("audit.hcl");
         std::fs::write(
             &config,
-            format!("audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n", audit_log.display()),
+            format!(
+                "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                audit_log.display()
+            ),
         )
         .expect("write audit config");
         let log = dir.path().join("bao.log");
@@ -64,12 +70,18 @@ impl OpenBao {
         let ca_cert = if tls {
             let certs = dir.path().join("tls");
             std::fs::create_dir_all(&certs).expect("tls dir");
-            cmd.arg("-dev-tls").arg(format!("-dev-tls-cert-dir={}", certs.display()));
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", certs.display()));
             Some(certs.join("vault-ca.pem"))
         } else {
             None
         };
-        let mut process = KillOnDrop { child: cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bao.display())), name: "bao" };
+        let mut process = KillOnDrop {
+            child: cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bao.display())),
+            name: "bao",
+        };
         let scheme = if tls { "https" } else { "http" };
         let addr = format!("{scheme}://127.0.0.1:{port}");
 
@@ -83,19 +95,34 @@ impl OpenBao {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(ca) = &ca_cert {
             let pem = std::fs::read(ca).expect("read bao CA");
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("bao CA pem"));
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("bao CA pem"));
         }
         let http = builder.build().expect("reqwest client");
         let health = format!("{addr}/v1/sys/health");
         let ready = wait_until(Duration::from_secs(30), || {
             let http = http.clone();
             let health = health.clone();
-            async move { matches!(http.get(&health).send().await, Ok(r) if r.status() == StatusCode::OK) }
+            async move {
+                matches!(http.get(&health).send().await, Ok(r) if r.status() == StatusCode::OK)
+            }
         })
         .await;
         process.assert_running(&log);
-        assert!(ready, "OpenBao at {addr} not healthy in 30 s; log:\n{}", tail(&log, 30));
-        OpenBao { process, addr, ca_cert, audit_log, log, http, _dir: dir }
+        assert!(
+            ready,
+            "OpenBao at {addr} not healthy in 30 s; log:\n{}",
+            tail(&log, 30)
+        );
+        OpenBao {
+            process,
+            addr,
+            ca_cert,
+            audit_log,
+            log,
+            http,
+            _dir: dir,
+        }
     }
 
     /// `http://127.0.0.1:PORT` (or https for `start_tls`), without a trailing slash.
@@ -128,7 +155,13 @@ impl OpenBao {
 
     /// A raw request: `method` may be any verb incl. `LIST`; `body` `Value::Null` sends none.
     /// Returns the status and the JSON body (`Value::Null` if empty or not JSON).
-    pub async fn request(&self, method: &str, path: &str, body: Value, token: Option<&str>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let method = Method::from_bytes(method.as_bytes()).expect("HTTP method");
         let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
         let mut req = self.http.request(method.clone(), &url);
@@ -138,7 +171,10 @@ impl OpenBao {
         if !body.is_null() {
             req = req.json(&body);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -147,24 +183,45 @@ impl OpenBao {
     /// A request with the root token; panics (with the server's errors) unless 2xx.
     pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
         let (status, value) = self.request(method, path, body, Some(ROOT_TOKEN)).await;
-        assert!(status.is_success(), "OpenBao {method} {path}: {status} {value}");
+        assert!(
+            status.is_success(),
+            "OpenBao {method} {path}: {status} {value}"
+        );
         value
     }
 
     /// Mounts a KV version 2 engine at `mount` (`secret/` already exists in dev mode).
     pub async fn enable_kv2(&self, mount: &str) {
-        self.api("POST", &format!("sys/mounts/{mount}"), json!({"type": "kv", "options": {"version": "2"}})).await;
+        self.api(
+            "POST",
+            &format!("sys/mounts/{mount}"),
+            json!({"type": "kv", "options": {"version": "2"}}),
+        )
+        .await;
     }
 
     /// Mounts a KV version 1 engine at `mount`.
     pub async fn enable_kv1(&self, mount: &str) {
-        self.api("POST", &format!("sys/mounts/{mount}"), json!({"type": "kv", "options": {"version": "1"}})).await;
+        self.api(
+            "POST",
+            &format!("sys/mounts/{mount}"),
+            json!({"type": "kv", "options": {"version": "1"}}),
+        )
+        .await;
     }
 
     /// Writes `data` (a JSON object) at `path` of KV v2 mount `mount`; returns the new version.
     pub async fn kv2_put(&self, mount: &str, path: &str, data: Value) -> u64 {
-        let resp = self.api("POST", &format!("{mount}/data/{path}"), json!({"data": data})).await;
-        resp["data"]["version"].as_u64().expect("kv2 write returns a version")
+        let resp = self
+            .api(
+                "POST",
+                &format!("{mount}/data/{path}"),
+                json!({"data": data}),
+            )
+            .await;
+        resp["data"]["version"]
+            .as_u64()
+            .expect("kv2 write returns a version")
     }
 
     /// Writes `data` (a JSON object) at `path` of KV v1 mount `mount`.
@@ -174,13 +231,23 @@ impl OpenBao {
 
     /// Creates or replaces ACL policy `name` from HCL text.
     pub async fn put_policy(&self, name: &str, hcl: &str) {
-        self.api("PUT", &format!("sys/policies/acl/{name}"), json!({"policy": hcl})).await;
+        self.api(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            json!({"policy": hcl}),
+        )
+        .await;
     }
 
     /// Enables `auth/kubernetes` at `mount` (e.g. "kubernetes") and points it at the test
     /// API server, with the test bed's TokenReview token.
     pub async fn enable_kubernetes_auth(&self, mount: &str, kube: &TestKube) {
-        self.api("POST", &format!("sys/auth/{mount}"), json!({"type": "kubernetes"})).await;
+        self.api(
+            "POST",
+            &format!("sys/auth/{mount}"),
+            json!({"type": "kubernetes"}),
+        )
+        .await;
         let reviewer = kube.reviewer_token().await;
         self.api(
             "POST",
@@ -215,17 +282,31 @@ impl OpenBao {
         if let Some(aud) = audience {
             body["audience"] = aud.into();
         }
-        self.api("POST", &format!("auth/{mount}/role/{role}"), body).await;
+        self.api("POST", &format!("auth/{mount}/role/{role}"), body)
+            .await;
     }
 
     /// Enables `auth/jwt` at `mount`, validating JWTs offline with `pubkeys_pem`.
     pub async fn enable_jwt_auth(&self, mount: &str, pubkeys_pem: &[&str]) {
-        self.api("POST", &format!("sys/auth/{mount}"), json!({"type": "jwt"})).await;
-        self.api("POST", &format!("auth/{mount}/config"), json!({"jwt_validation_pubkeys": pubkeys_pem})).await;
+        self.api("POST", &format!("sys/auth/{mount}"), json!({"type": "jwt"}))
+            .await;
+        self.api(
+            "POST",
+            &format!("auth/{mount}/config"),
+            json!({"jwt_validation_pubkeys": pubkeys_pem}),
+        )
+        .await;
     }
 
     /// A `jwt` role of `auth/<mount>`: audiences and subject that must match, `sub` as user.
-    pub async fn jwt_role(&self, mount: &str, role: &str, bound_audiences: &[&str], bound_subject: &str, policies: &[&str]) {
+    pub async fn jwt_role(
+        &self,
+        mount: &str,
+        role: &str,
+        bound_audiences: &[&str],
+        bound_subject: &str,
+        policies: &[&str],
+    ) {
         self.api(
             "POST",
             &format!("auth/{mount}/role/{role}"),
@@ -254,8 +335,14 @@ impl OpenBao {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["type"] == "request")
             .map(|v| {
-                let op = v["request"]["operation"].as_str().unwrap_or_default().to_string();
-                let path = v["request"]["path"].as_str().unwrap_or_default().to_string();
+                let op = v["request"]["operation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let path = v["request"]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 (op, path)
             })
             .collect()
@@ -263,12 +350,18 @@ impl OpenBao {
 
     /// How many requests reached `path` (e.g. "auth/kubernetes/login", "secret/data/app").
     pub fn count_requests(&self, path: &str) -> usize {
-        self.audited_requests().iter().filter(|(_, p)| p == path).count()
+        self.audited_requests()
+            .iter()
+            .filter(|(_, p)| p == path)
+            .count()
     }
 
     /// How many `operation` ("read", "update", "create", "list", ...) requests reached `path`.
     pub fn count_requests_op(&self, operation: &str, path: &str) -> usize {
-        self.audited_requests().iter().filter(|(o, p)| o == operation && p == path).count()
+        self.audited_requests()
+            .iter()
+            .filter(|(o, p)| o == operation && p == path)
+            .count()
     }
 
     /// Logins at `auth/<mount>/login`.

@@ -40,7 +40,9 @@ pub fn find_exe(name: &str) -> PathBuf {
     dirs.iter()
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
-        .unwrap_or_else(|| panic!("`{name}` not found on PATH or in pip/pyenv bin dirs: run ./scripts/deps.sh"))
+        .unwrap_or_else(|| {
+            panic!("`{name}` not found on PATH or in pip/pyenv bin dirs: run ./scripts/deps.sh")
+        })
 }
 
 fn is_executable(path: &Path) -> bool {

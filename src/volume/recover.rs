@@ -1,0 +1,49 @@
+//! Start-up: the volumes published by the previous process (read from the state directory)
+//! are checked against the mount table, so rotation and sync carry on for pods that kept
+//! running through a restart, and records of mounts that vanished (a node reboot) are dropped.
+
+use super::VolumeService;
+use crate::mount;
+
+/// What start-up found in the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovered {
+    /// Records whose tmpfs is still mounted: served as before the restart.
+    pub kept: usize,
+    /// Records whose target is no longer a mount point: forgotten (a publish mounts afresh).
+    pub dropped: usize,
+}
+
+impl VolumeService {
+    /// Keeps the records whose target is still mounted and drops the others.
+    pub fn recover(&self) -> Recovered {
+        let mut found = Recovered::default();
+        for record in self.states.all() {
+            let mounted = mount::is_mount_point(&record.target_path).unwrap_or_else(|error| {
+                tracing::warn!(volume.id = %record.volume_id, %error, "cannot check mount; keeping the record");
+                true
+            });
+            if mounted {
+                found.kept += 1;
+                continue;
+            }
+            match self.states.remove(&record.volume_id) {
+                Ok(()) => {
+                    found.dropped += 1;
+                    tracing::info!(
+                        volume.id = %record.volume_id,
+                        target = %record.target_path.display(),
+                        "target no longer mounted; record dropped"
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "cannot drop a stale volume record"),
+            }
+        }
+        tracing::info!(
+            kept = found.kept,
+            dropped = found.dropped,
+            "published volumes recovered from the state directory"
+        );
+        found
+    }
+}

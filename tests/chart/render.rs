@@ -1,0 +1,137 @@
+//! Rendering the chart for tests: through `tests/chart/render.py` (the Helm SDK from PyPI),
+//! parsing the YAML stream, and comparing or rewriting checked-in files (`KEYMOUNT_BLESS=1`).
+//! Shared by two test binaries, each using part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Kubernetes version the default golden render is made for (shows the ≥ 1.35 fields).
+pub const GOLDEN_KUBE_VERSION: &str = "v1.35.0";
+/// Kubernetes version `deploy/` is rendered for: before 1.35, so it applies to any cluster.
+pub const DEPLOY_KUBE_VERSION: &str = "v1.29.0";
+/// The test API server's version.
+pub const TEST_SERVER_VERSION: &str = "v1.20.2";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The chart directory.
+pub fn chart() -> PathBuf {
+    root().join("charts/keymount")
+}
+
+/// The Python interpreter that has helm_python (scripts/deps.sh installs it).
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Renders the chart with `values` for `kube_version`, release `keymount` in `namespace`;
+/// with `crds`, the chart's CRDs come first. Panics with the SDK's message on failure.
+pub fn render_in(
+    values: &serde_json::Value,
+    kube_version: &str,
+    namespace: &str,
+    crds: bool,
+) -> String {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/chart/render.py"))
+        .arg("render")
+        .arg(chart())
+        .arg(format!("--values={values}"))
+        .arg(format!("--kube-version={kube_version}"))
+        .arg(format!("--namespace={namespace}"));
+    if crds {
+        cmd.arg("--crds");
+    }
+    let out = cmd
+        .output()
+        .expect("run tests/chart/render.py (python3 with helm-python-sdk; see scripts/deps.sh)");
+    assert!(
+        out.status.success(),
+        "render with {values} for {kube_version} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 render")
+}
+
+/// The error of a render that must fail (bad values), as the Helm SDK words it.
+pub fn render_error(values: &serde_json::Value) -> String {
+    let out = Command::new(python())
+        .arg(root().join("tests/chart/render.py"))
+        .arg("render")
+        .arg(chart())
+        .arg(format!("--values={values}"))
+        .arg("--kube-version=v1.33.0")
+        .output()
+        .expect("run tests/chart/render.py");
+    assert!(!out.status.success(), "values {values} were accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// [`render_in`] into `kube-system`, without CRDs.
+pub fn render(values: &serde_json::Value, kube_version: &str) -> String {
+    render_in(values, kube_version, "kube-system", false)
+}
+
+/// The objects of a YAML stream.
+pub fn objects(yaml: &str) -> Vec<serde_json::Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| {
+            let value: serde_json::Value =
+                serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("YAML: {e}\n{doc}"));
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
+
+/// The objects of `kind` in `objs`.
+pub fn of_kind<'a>(objs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The one object of `kind`.
+pub fn one<'a>(objs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+    let found = of_kind(objs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// True when checked-in files should be rewritten instead of compared.
+pub fn blessing() -> bool {
+    std::env::var_os("KEYMOUNT_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Compares `path` (relative to the root) with `expected`, or rewrites it when blessing.
+pub fn check_file(path: &str, expected: &str) {
+    let file = root().join(path);
+    if blessing() {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, expected).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+        return;
+    }
+    let actual = std::fs::read_to_string(&file).unwrap_or_default();
+    if actual != expected {
+        let first = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "{path} is out of date (first difference at line {}): run scripts/gen-deploy \
+             (KEYMOUNT_BLESS=1 cargo test --test chart) and review the diff\n  checked in: {:?}\n  expected:   {:?}",
+            first + 1,
+            actual.lines().nth(first).unwrap_or("<end>"),
+            expected.lines().nth(first).unwrap_or("<end>"),
+        );
+    }
+}
+
+/// Writes `text` to a file in `dir` and returns its path (for command-line tools).
+pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,191 @@
+//! The CSI node against the real test kube-apiserver: SecretProviderClass objects come from the
+//! API through the watch-backed cache, and the SecretProviderClassPodStatus object is read back
+//! from the API server after a publish.
+
+mod harness;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use harness::mounts::mounts_under;
+use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request};
+use harness::plugin::{FakePlugin, Reply};
+use keymount::class::{SecretProviderClass, SecretProviderClassSpec};
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
+use kube::discovery::ApiResource;
+use support::kube::TestKube;
+use tonic::Code;
+
+/// Installs the CRDs exactly as `keymount crd` prints them.
+async fn install_crds(kube: &TestKube) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keymount"))
+        .arg("crd")
+        .output()
+        .expect("run keymount crd");
+    assert!(out.status.success(), "keymount crd failed: {out:?}");
+    kube.install_crds(&String::from_utf8(out.stdout).unwrap())
+        .await;
+}
+
+async fn create_class(kube: &TestKube, ns: &str, name: &str, provider: &str) {
+    let class = SecretProviderClass::new(
+        name,
+        SecretProviderClassSpec {
+            provider: Some(provider.into()),
+            parameters: Some(BTreeMap::from([("objects".into(), "- a\n- b".into())])),
+            secret_objects: None,
+        },
+    );
+    Api::<SecretProviderClass>::namespaced(kube.client(), ns)
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap_or_else(|e| panic!("create class {ns}/{name}: {e}"));
+}
+
+fn pod_status_api(kube: &TestKube, ns: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "secrets-store.csi.x-k8s.io".into(),
+        version: "v1".into(),
+        api_version: "secrets-store.csi.x-k8s.io/v1".into(),
+        kind: "SecretProviderClassPodStatus".into(),
+        plural: "secretproviderclasspodstatuses".into(),
+    };
+    Api::namespaced_with(kube.client(), ns, &resource)
+}
+
+fn request_for(
+    volume: &str,
+    target: &Path,
+    class: &str,
+    ns: &str,
+    pod_uid: &str,
+) -> keymount::proto::csi::NodePublishVolumeRequest {
+    let mut req = publish_request(volume, target, class, ns);
+    req.volume_context
+        .insert("csi.storage.k8s.io/pod.uid".into(), pod_uid.into());
+    req
+}
+
+#[tokio::test]
+async fn classes_come_from_the_api_and_the_pod_status_is_recorded_there() {
+    let kube = TestKube::get();
+    install_crds(kube).await;
+    let ns = kube.namespace("node-api").await;
+    let elsewhere = kube.namespace("node-api-other").await;
+    kube.create_service_account(&ns, "app", &[]).await;
+    let pod = kube.create_pod(&ns, "app-0", "app").await;
+    let pod_uid = pod.metadata.uid.clone().unwrap();
+    create_class(kube, &ns, "db", "fake").await;
+    create_class(kube, &elsewhere, "other", "fake").await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let providers = tmp.path().join("providers");
+    let pods = tmp.path().join("pods");
+    let plugin = FakePlugin::start(
+        &providers,
+        "fake",
+        Reply::FilesVersions(
+            vec![
+                ("b".into(), 0o644, b"value-b".to_vec()),
+                ("a".into(), 0o644, b"value-a".to_vec()),
+            ],
+            vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+        ),
+    )
+    .await;
+    let node = NodeProcess::start(NodeOptions {
+        kubeconfig: Some(kube.kubeconfig_path().to_owned()),
+        provider_dir: Some(providers.clone()),
+        args: vec![],
+        ..Default::default()
+    })
+    .await;
+    let mut client = node.node_client().await;
+
+    // Happy path: the class from the API, files on tmpfs, the pod status in the API.
+    let target = pods.join(format!("{pod_uid}/volumes/kubernetes.io~csi/secrets/mount"));
+    client
+        .node_publish_volume(request_for("vol-1", &target, "db", &ns, &pod_uid))
+        .await
+        .expect("publish");
+    assert_eq!(
+        std::fs::read_to_string(target.join("a")).unwrap(),
+        "value-a"
+    );
+    assert_eq!(plugin.mount_calls(), 1);
+
+    let name = format!("app-0-{ns}-db");
+    let status = pod_status_api(kube, &ns)
+        .get(&name)
+        .await
+        .unwrap_or_else(|e| panic!("SecretProviderClassPodStatus {ns}/{name}: {e}"));
+    let labels = status.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("internal.secrets-store.csi.k8s.io/node-name")
+            .map(String::as_str),
+        Some("test-node")
+    );
+    let owners = status.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("Pod", "app-0")
+    );
+    assert_eq!(owners[0].uid, pod_uid);
+    let s = &status.data["status"];
+    assert_eq!(s["podName"], "app-0");
+    assert_eq!(s["secretProviderClassName"], "db");
+    assert_eq!(s["mounted"], true);
+    assert_eq!(s["targetPath"], target.display().to_string());
+    assert_eq!(
+        s["objects"],
+        serde_json::json!([{"id": "a", "version": "1"}, {"id": "b", "version": "2"}]),
+        "objects sorted by id"
+    );
+
+    // A class created after the node started is seen through the watch.
+    create_class(kube, &ns, "late", "fake").await;
+    let late_target = pods.join(format!("{pod_uid}/volumes/kubernetes.io~csi/late/mount"));
+    let mut published = false;
+    for _ in 0..50 {
+        let req = request_for("vol-2", &late_target, "late", &ns, &pod_uid);
+        match client.node_publish_volume(req).await {
+            Ok(_) => {
+                published = true;
+                break;
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(status) => panic!("publish of the late class: {status:?}"),
+        }
+    }
+    assert!(published, "a class created later is found within 5 s");
+
+    // A class of another namespace is not the pod's: NOT_FOUND naming namespace/class.
+    let stray = pods.join(format!("{pod_uid}/volumes/kubernetes.io~csi/other/mount"));
+    let err = client
+        .node_publish_volume(request_for("vol-3", &stray, "other", &ns, &pod_uid))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains(&format!("{ns}/other")),
+        "{}",
+        err.message()
+    );
+    assert!(!stray.exists(), "nothing left behind for a failed publish");
+
+    for (volume, path) in [("vol-1", &target), ("vol-2", &late_target)] {
+        client
+            .node_unpublish_volume(unpublish_request(volume, path))
+            .await
+            .expect("unpublish");
+    }
+    assert!(mounts_under(tmp.path()).is_empty(), "no mount left");
+    let logs = node.logs();
+    assert!(!logs.contains("value-a"), "a secret value reached the logs");
+}
