@@ -282,12 +282,12 @@ impl Bed {
             .unwrap();
         let binding = json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "keymount-secret-sync", "namespace": self.ns},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "keymount-secret-sync"},
+            "metadata": {"name": "keymount-sync", "namespace": self.ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "keymount-sync"},
             "subjects": subject,
         });
         Api::<RoleBinding>::namespaced(self.client.clone(), &self.ns)
-            .patch("keymount-secret-sync", &pp, &Patch::Apply(&binding))
+            .patch("keymount-sync", &pp, &Patch::Apply(&binding))
             .await
             .unwrap();
         let token = self
