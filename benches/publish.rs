@@ -190,7 +190,9 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
     use keymount::provider::plugin::{PluginClients, PluginSettings};
     use keymount::redact::Redacted;
     use keymount::volume::state::VolumeStates;
-    use keymount::volume::{AccessType, NodeConfig, PublishRequest, UnpublishRequest, VolumeService};
+    use keymount::volume::{
+        AccessType, NodeConfig, PublishRequest, UnpublishRequest, VolumeService,
+    };
 
     let service = VolumeService::new(
         NodeConfig {
@@ -210,7 +212,12 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
         Arc::new(Metrics::new()),
     );
     let request = |n: usize| {
-        let grpc = publish_request(&format!("g{n}"), &pods.join(format!("gate-{n}/mount")), "db", "bench");
+        let grpc = publish_request(
+            &format!("g{n}"),
+            &pods.join(format!("gate-{n}/mount")),
+            "db",
+            "bench",
+        );
         PublishRequest {
             volume_id: grpc.volume_id,
             target_path: grpc.target_path,
@@ -236,7 +243,10 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
     for n in 0..110 {
         let target_path = pods.join(format!("gate-{n}/mount")).display().to_string();
         service
-            .unpublish(UnpublishRequest { volume_id: format!("g{n}"), target_path })
+            .unpublish(UnpublishRequest {
+                volume_id: format!("g{n}"),
+                target_path,
+            })
             .await
             .expect("unpublish");
     }
