@@ -126,8 +126,8 @@ async fn main() {
     let reply = Reply::files(&[("user", "app"), ("password", "bench-pw"), ("tls.key", "k")]);
     let _plugin = FakePlugin::start(&providers, "fake", reply).await;
     let node = NodeProcess::start(NodeOptions {
-        class_dir: Some(classes),
-        provider_dir: Some(providers),
+        class_dir: Some(classes.clone()),
+        provider_dir: Some(providers.clone()),
         args: vec![
             "--enable-secret-rotation".into(),
             "--rotation-poll-interval=1h".into(),
@@ -159,6 +159,13 @@ async fn main() {
         republish.extend(publish_all(&node, &pods, 0..110, s.concurrency).await);
     }
     report("republish inside interval", republish);
+    // The same, one call at a time: the gate's own cost without queueing behind 31 others.
+    let mut sequential = Vec::new();
+    for _ in 0..(s.volumes / 110).max(1) {
+        sequential.extend(publish_all(&node, &pods, 0..110, 1).await);
+    }
+    report("republish, one at a time", sequential);
+    gate_in_process(&classes, &providers, &pods).await;
     let pid = node.pid();
     println!(
         "peak RSS of keymount node with 110 volumes mounted: {:.1} MiB",
@@ -169,4 +176,78 @@ async fn main() {
         harness::mounts::mounts_under(tmp.path()).is_empty(),
         "mount leaked"
     );
+}
+
+/// The rotation gate itself, without gRPC: a `VolumeService` in this process publishes 110
+/// volumes, then each republish inside the interval is timed around `publish()` alone.
+async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
+    use std::sync::Arc;
+
+    use keymount::class::DirectoryClasses;
+    use keymount::fs::paths::Limits;
+    use keymount::metrics::Metrics;
+    use keymount::provider::Providers;
+    use keymount::provider::plugin::{PluginClients, PluginSettings};
+    use keymount::redact::Redacted;
+    use keymount::volume::state::VolumeStates;
+    use keymount::volume::{
+        AccessType, NodeConfig, PublishRequest, UnpublishRequest, VolumeService,
+    };
+
+    let service = VolumeService::new(
+        NodeConfig {
+            node_id: "bench".into(),
+            tmpfs_size: Some(1 << 20),
+            limits: Limits::default(),
+            provider_timeout: Duration::from_secs(10),
+            rotation_interval: Some(Duration::from_secs(3600)),
+        },
+        Arc::new(DirectoryClasses::new(classes)),
+        Arc::new(Providers::new(PluginClients::new(PluginSettings {
+            dirs: vec![providers.to_owned()],
+            ..PluginSettings::default()
+        }))),
+        None,
+        VolumeStates::load(None).unwrap(),
+        Arc::new(Metrics::new()),
+    );
+    let request = |n: usize| {
+        let grpc = publish_request(
+            &format!("g{n}"),
+            &pods.join(format!("gate-{n}/mount")),
+            "db",
+            "bench",
+        );
+        PublishRequest {
+            volume_id: grpc.volume_id,
+            target_path: grpc.target_path,
+            access: Some(AccessType::Mount),
+            readonly: true,
+            volume_context: grpc.volume_context.into_iter().collect(),
+            secrets: Redacted::new(Default::default()),
+        }
+    };
+    for n in 0..110 {
+        service.publish(request(n)).await.expect("publish");
+    }
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        for n in 0..110 {
+            let req = request(n);
+            let start = Instant::now();
+            service.publish(req).await.expect("republish");
+            samples.push(start.elapsed());
+        }
+    }
+    report("rotation gate, in process", samples);
+    for n in 0..110 {
+        let target_path = pods.join(format!("gate-{n}/mount")).display().to_string();
+        service
+            .unpublish(UnpublishRequest {
+                volume_id: format!("g{n}"),
+                target_path,
+            })
+            .await
+            .expect("unpublish");
+    }
 }

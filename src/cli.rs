@@ -109,6 +109,11 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = humantime::parse_duration)]
     pub rotation_poll_interval: Duration,
 
+    /// Mirror each class's `secretObjects` into Kubernetes Secrets in the pod's namespace
+    /// after every mount and rotation (needs RBAC for Secrets and Pods; off as upstream).
+    #[arg(long, env = "KEYMOUNT_ENABLE_SECRET_SYNC", default_value_t = false)]
+    pub enable_secret_sync: bool,
+
     /// Deadline for one provider call.
     #[arg(long, env = "KEYMOUNT_PROVIDER_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub provider_timeout: Duration,
@@ -198,5 +203,9 @@ mod tests {
             ]
         );
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(120));
+        assert!(
+            !args.enable_secret_sync,
+            "the Secret sync is off unless asked for"
+        );
     }
 }

@@ -14,5 +14,6 @@ pub mod proto;
 pub mod provider;
 pub mod redact;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod volume;

@@ -93,19 +93,8 @@ fn rbac_rules_are_exactly_the_intended_ones() {
     assert_eq!(
         rules(&sync, "keymount-sync"),
         vec![
-            rule(
-                "",
-                "secrets",
-                &[
-                    "get", "list", "watch", "create", "update", "patch", "delete"
-                ]
-            ),
+            rule("", "secrets", &["get", "create", "patch"]),
             rule("", "pods", &["get"]),
-            rule(
-                SPC_GROUP,
-                "secretproviderclasspodstatuses",
-                &["get", "list", "watch"]
-            ),
         ]
     );
     for (name, objs) in [("keymount", &sync), ("keymount-sync", &sync)] {

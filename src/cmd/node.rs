@@ -17,6 +17,7 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::{Providers, builtin};
+use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
 use crate::volume::{NodeConfig, VolumeService};
 
@@ -82,14 +83,26 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .enable_secret_rotation
             .then_some(args.rotation_poll_interval),
     };
-    let volumes = Arc::new(VolumeService::new(
+    let sync = match (&kube, args.enable_secret_sync) {
+        (Some(client), true) => Some(SecretSync::new(client.clone(), metrics.clone())),
+        (None, true) => {
+            anyhow::bail!("--enable-secret-sync needs the API server (not --class-dir)")
+        }
+        (_, false) => None,
+    };
+    let mut volumes = VolumeService::new(
         config,
         classes,
         Arc::new(providers),
         kube,
         states,
         metrics.clone(),
-    ));
+    );
+    if let Some(sync) = sync {
+        tracing::info!("Secret sync on: secretObjects are mirrored into Kubernetes Secrets");
+        volumes = volumes.with_secret_sync(sync);
+    }
+    let volumes = Arc::new(volumes);
     volumes.recover();
 
     let serving = Arc::new(AtomicBool::new(false));

@@ -65,6 +65,7 @@ impl From<PublishError> for Status {
             | PublishError::WriteFiles(_)
             | PublishError::SaveState(_) => Code::Internal,
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
+            PublishError::SyncSecret { source, .. } => source.code(),
         };
         Status::new(code, error.to_string())
     }
@@ -234,6 +235,19 @@ mod tests {
                 source: PathError::Empty
             }),
             Code::Internal
+        );
+        let foreign = PublishError::SyncSecret {
+            class: "ns/db".into(),
+            source: Box::new(crate::sync::SyncError::NotManaged {
+                secret: "ns/db".into(),
+            }),
+        };
+        let status = Status::from(foreign);
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(
+            status
+                .message()
+                .contains("Secret ns/db exists and is not managed")
         );
     }
 

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod events;
 pub mod locks;
+mod notify;
 pub mod pod_status;
 pub mod publish;
 pub mod recover;

@@ -24,6 +24,7 @@ use crate::provider::{
     MountInput, MountOutput, Provider, ProviderError, ResolveError, ServiceAccountTokens,
 };
 use crate::redact::Redacted;
+use crate::sync::SyncError;
 
 /// Default file mode handed to providers (upstream sends "420").
 pub const DEFAULT_PERMISSION: u32 = 0o644;
@@ -138,6 +139,12 @@ pub enum PublishError {
     },
     #[error(transparent)]
     SaveState(#[from] StateError),
+    #[error("sync secretObjects of SecretProviderClass {class}: {source}")]
+    SyncSecret {
+        class: String,
+        #[source]
+        source: Box<SyncError>,
+    },
 }
 
 impl PublishError {
@@ -162,6 +169,7 @@ impl PublishError {
             Self::Mount { .. } => "FailedToMount",
             Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
             Self::SaveState(_) => "FailedToSaveState",
+            Self::SyncSecret { source, .. } => source.reason(),
         }
     }
 }
@@ -358,8 +366,9 @@ impl VolumeService {
         .await
     }
 
-    /// Fetch, write and record; only what must happen after the tmpfs is mounted.
-    async fn fill(&self, work: &Work<'_>, changed_hint: bool) -> Result<bool, PublishError> {
+    /// Fetch, write, sync and record; only what must happen after the tmpfs is mounted.
+    /// `first` is true for a first mount (every step's failure fails it).
+    async fn fill(&self, work: &Work<'_>, first: bool) -> Result<bool, PublishError> {
         let output = self.fetch(work).await?;
         let changed = if output.files.is_empty() {
             // The provider wrote its files itself (upstream's legacy mode).
@@ -367,7 +376,8 @@ impl VolumeService {
         } else {
             atomic_writer::write(work.target, &output.files)? == Outcome::Written
         };
-        if changed || changed_hint {
+        self.sync_secrets(work, &output, first).await?;
+        if changed || first {
             self.record_pod_status(work, &output).await?;
         }
         let annotations = work.class.metadata.annotations.as_ref();
@@ -437,37 +447,16 @@ impl VolumeService {
                 if changed {
                     tracing::info!(class = %work.class_id, "rotated: new content swapped in");
                 }
+                self.rotation_event(work, Ok(changed));
                 PublishOutcome::Rotated { changed }
             }
             Err(error) => {
                 self.metrics
                     .rotation(work.provider_name, false, Some(error.reason()), seconds);
                 tracing::warn!(%error, versions = record.versions.len(), "rotation failed; old content kept");
-                self.rotation_failed_event(work.context, &error);
+                self.rotation_event(work, Err(&error));
                 PublishOutcome::RotationFailed
             }
-        }
-    }
-
-    /// A Warning Event on the pod (API server mode, pod known): kubelet saw success.
-    fn rotation_failed_event(&self, context: &VolumeContext, error: &PublishError) {
-        if let (Some(client), Some(name), Some(uid)) = (
-            self.kube.clone(),
-            context.pod_name.clone(),
-            context.pod_uid.clone(),
-        ) {
-            let pod = super::events::PodRef {
-                namespace: context.pod_namespace.clone(),
-                name,
-                uid,
-            };
-            super::events::warn_in_background(
-                client,
-                pod,
-                super::events::ROTATION_FAILED,
-                format!("secret rotation failed, old content kept: {error}"),
-                self.config.node_id.clone(),
-            );
         }
     }
 
@@ -561,13 +550,13 @@ pub async fn fetch_checked(
 }
 
 /// Everything one publish works with, resolved.
-struct Work<'a> {
-    req: &'a PublishRequest,
-    target: &'a Path,
-    context: &'a VolumeContext,
-    class: &'a Arc<SecretProviderClass>,
-    class_id: &'a str,
-    provider_name: &'a str,
-    provider: &'a dyn Provider,
-    input: &'a MountInput,
+pub(super) struct Work<'a> {
+    pub(super) req: &'a PublishRequest,
+    pub(super) target: &'a Path,
+    pub(super) context: &'a VolumeContext,
+    pub(super) class: &'a Arc<SecretProviderClass>,
+    pub(super) class_id: &'a str,
+    pub(super) provider_name: &'a str,
+    pub(super) provider: &'a dyn Provider,
+    pub(super) input: &'a MountInput,
 }

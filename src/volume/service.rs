@@ -7,6 +7,9 @@ use crate::class::ClassSource;
 use crate::fs::paths::Limits;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
+use crate::sync::SecretSync;
+
+use super::events::PodEvents;
 
 use super::locks::VolumeLocks;
 use super::state::VolumeStates;
@@ -40,6 +43,10 @@ pub struct VolumeService {
     pub(crate) states: VolumeStates,
     pub(crate) locks: VolumeLocks,
     pub(crate) metrics: Arc<Metrics>,
+    /// Pod events (API server mode only).
+    pub(crate) events: Option<PodEvents>,
+    /// The Secret sync, when enabled.
+    pub(crate) secret_sync: Option<Arc<SecretSync>>,
 }
 
 impl std::fmt::Debug for VolumeService {
@@ -49,6 +56,7 @@ impl std::fmt::Debug for VolumeService {
             .field("classes", &self.classes)
             .field("providers", &self.providers)
             .field("api_server", &self.kube.is_some())
+            .field("secret_sync", &self.secret_sync.is_some())
             .field("volumes", &self.states.len())
             .finish()
     }
@@ -64,6 +72,9 @@ impl VolumeService {
         states: VolumeStates,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let events = kube
+            .clone()
+            .map(|client| PodEvents::new(client, config.node_id.clone()));
         Self {
             config,
             classes,
@@ -72,7 +83,15 @@ impl VolumeService {
             states,
             locks: VolumeLocks::default(),
             metrics,
+            events,
+            secret_sync: None,
         }
+    }
+
+    /// Turns on the sync of `secretObjects` to Kubernetes Secrets.
+    pub fn with_secret_sync(mut self, sync: SecretSync) -> Self {
+        self.secret_sync = Some(Arc::new(sync));
+        self
     }
 
     /// Ready once the class source has synced.

@@ -1,0 +1,222 @@
+//! The optional sync to Kubernetes Secrets (`--enable-secret-sync`): after a mount or a
+//! rotation fetch, each `secretObjects` entry of the class becomes a Secret in the pod's
+//! namespace, written with one server-side apply, owned by the pod's owners so the garbage
+//! collector removes it with the last of them. Secrets keymount does not manage are never
+//! overwritten.
+
+pub mod apply;
+pub mod desired;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::Code;
+
+use crate::class::crd::SecretObject;
+use crate::metrics::Metrics;
+
+pub use desired::{BuildError, DesiredSecret, MANAGED_LABEL};
+
+/// The pod whose mount is mirrored.
+#[derive(Debug, Clone)]
+pub struct SyncTarget<'a> {
+    pub namespace: &'a str,
+    pub pod_name: &'a str,
+    pub pod_uid: &'a str,
+    /// `namespace/name` of the class (for messages).
+    pub class: &'a str,
+    /// Provider name (metrics label).
+    pub provider: &'a str,
+}
+
+/// What the sync did to one Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretChange {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// One Secret and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub name: String,
+    pub change: SecretChange,
+}
+
+/// Why a sync failed. Names the pod, class or Secret; never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("get pod {pod}: {source}")]
+    GetPod {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod {pod} with uid {uid} no longer exists")]
+    PodGone { pod: String, uid: String },
+    #[error(
+        "Secret {secret} exists and is not managed by keymount (no label {MANAGED_LABEL}=true); refusing to overwrite it"
+    )]
+    NotManaged { secret: String },
+    #[error("get Secret {secret}: {source}")]
+    GetSecret {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("apply Secret {secret}: {source}")]
+    ApplySecret {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("apply Secret {secret}: changed by others {attempts} times in a row; retry")]
+    Conflict { secret: String, attempts: usize },
+}
+
+fn api_code(error: &kube::Error) -> Code {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            400 | 422 => Code::InvalidArgument,
+            401 | 403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            409 => Code::Aborted,
+            _ => Code::Unavailable,
+        },
+        _ => Code::Unavailable,
+    }
+}
+
+impl SyncError {
+    /// The gRPC code a failed first mount answers with.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Build(_) => Code::InvalidArgument,
+            Self::PodGone { .. } => Code::NotFound,
+            Self::NotManaged { .. } => Code::AlreadyExists,
+            Self::Conflict { .. } => Code::Aborted,
+            Self::GetPod { source, .. }
+            | Self::GetSecret { source, .. }
+            | Self::ApplySecret { source, .. } => api_code(source),
+        }
+    }
+
+    /// The metrics `error_type` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Build(_) => "InvalidSecretObject",
+            Self::GetPod { .. } | Self::PodGone { .. } => "FailedToGetPod",
+            Self::NotManaged { .. } => "SecretNotManaged",
+            Self::GetSecret { .. } | Self::ApplySecret { .. } | Self::Conflict { .. } => {
+                "FailedToCreateSecret"
+            }
+        }
+    }
+}
+
+/// A mounted file's bytes by its relative path.
+pub type FileLookup<'a> = &'a (dyn Fn(&str) -> Option<Vec<u8>> + Sync);
+
+/// The sync controller of one node.
+pub struct SecretSync {
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    /// One sync at a time on this node, so two pods sharing a Secret never race on its
+    /// owner references (other nodes are handled by the resourceVersion precondition).
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SecretSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSync").finish_non_exhaustive()
+    }
+}
+
+impl SecretSync {
+    /// A sync writing through `client`.
+    pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            metrics,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Mirrors `objects` for the pod of `target`; `file` gives a mounted file's bytes.
+    /// Stops at the first Secret that fails (the others are retried at the next fetch).
+    pub async fn sync(
+        &self,
+        target: &SyncTarget<'_>,
+        objects: &[SecretObject],
+        file: FileLookup<'_>,
+    ) -> Result<Vec<Synced>, SyncError> {
+        let started = Instant::now();
+        let secrets = match desired::build(target.class, objects, file) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                let error = SyncError::from(error);
+                self.record(target, Some(&error), started);
+                return Err(error);
+            }
+        };
+        let _guard = self.lock.lock().await;
+        let owners = match apply::pod_owners(&self.client, target).await {
+            Ok(owners) => owners,
+            Err(error) => {
+                self.record(target, Some(&error), started);
+                return Err(error);
+            }
+        };
+        let mut done = Vec::with_capacity(secrets.len());
+        for secret in &secrets {
+            let started = Instant::now();
+            let result = apply::ensure(&self.client, target.namespace, secret, &owners).await;
+            self.record(target, result.as_ref().err(), started);
+            let change = result?;
+            tracing::debug!(secret = %format!("{}/{}", target.namespace, secret.name), ?change, "Secret synced");
+            done.push(Synced {
+                name: secret.name.clone(),
+                change,
+            });
+        }
+        Ok(done)
+    }
+
+    fn record(&self, target: &SyncTarget<'_>, error: Option<&SyncError>, started: Instant) {
+        self.metrics.sync(
+            target.provider,
+            error.map(SyncError::reason),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_reasons() {
+        let e = SyncError::NotManaged {
+            secret: "ns/db".into(),
+        };
+        assert_eq!(e.code(), Code::AlreadyExists);
+        assert_eq!(e.reason(), "SecretNotManaged");
+        assert!(
+            e.to_string()
+                .contains("Secret ns/db exists and is not managed")
+        );
+        let forbidden = kube::Error::Api(Box::new(
+            kube::core::Status::failure("forbidden", "Forbidden").with_code(403),
+        ));
+        let e = SyncError::ApplySecret {
+            secret: "ns/db".into(),
+            source: forbidden,
+        };
+        assert_eq!(e.code(), Code::PermissionDenied);
+    }
+}
