@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod builtin;
 pub mod plugin;
+pub mod slots;
 pub mod tokens;
 pub mod vault;
 

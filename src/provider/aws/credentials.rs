@@ -3,8 +3,7 @@
 //! sent to the Pod Identity agent). Cached per identity until shortly before they expire, with
 //! one fetch per identity at a time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::config::Credentials;
@@ -13,6 +12,7 @@ use tonic::Code;
 
 use super::error::{AwsError, classify, short};
 use super::sdk::SdkSettings;
+use crate::provider::slots::Slots;
 use crate::redact::Redacted;
 
 /// Pod Identity agent endpoints (as ASCP and the AWS SDKs).
@@ -43,13 +43,10 @@ struct Cached {
     valid_until: SystemTime,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
-
 /// Credentials per identity. `capacity` 0 fetches for every mount.
 #[derive(Debug)]
 pub struct CredentialCache {
-    slots: Mutex<HashMap<String, Slot>>,
-    capacity: usize,
+    slots: Slots<String, Cached>,
     agent: reqwest::Client,
 }
 
@@ -87,30 +84,9 @@ impl CredentialCache {
     /// A cache of at most `capacity` identities; `agent_timeout` bounds Pod Identity calls.
     pub fn new(capacity: usize, agent_timeout: Duration) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
-            capacity,
+            slots: Slots::new(capacity),
             agent: agent_client(agent_timeout),
         }
-    }
-
-    fn slot(&self, key: &str) -> Slot {
-        let mut slots = self.slots.lock().unwrap();
-        if let Some(slot) = slots.get(key) {
-            return slot.clone();
-        }
-        if slots.len() >= self.capacity {
-            let now = SystemTime::now();
-            slots.retain(|_, slot| match slot.try_lock() {
-                Ok(cached) => cached.as_ref().is_some_and(|c| c.valid_until > now),
-                Err(_) => true,
-            });
-            if slots.len() >= self.capacity
-                && let Some(oldest) = slots.keys().next().cloned()
-            {
-                slots.remove(&oldest);
-            }
-        }
-        slots.entry(key.to_owned()).or_default().clone()
     }
 
     /// Credentials for `identity` (a key naming the source and the pod's ServiceAccount),
@@ -121,10 +97,13 @@ impl CredentialCache {
         source: &Source<'_>,
         sdk: &SdkSettings,
     ) -> Result<Credentials, AwsError> {
-        if self.capacity == 0 {
+        if self.slots.capacity() == 0 {
             return self.fetch(source, sdk).await;
         }
-        let slot = self.slot(identity);
+        let now = SystemTime::now();
+        let slot = self
+            .slots
+            .get_or_create(&identity.to_owned(), |c| c.valid_until > now);
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref()
             && c.valid_until > SystemTime::now()
@@ -142,12 +121,12 @@ impl CredentialCache {
 
     /// Number of identities with a slot.
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap().len()
+        self.slots.len()
     }
 
     /// True when no identity has a slot.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.slots.is_empty()
     }
 
     async fn fetch(&self, source: &Source<'_>, sdk: &SdkSettings) -> Result<Credentials, AwsError> {

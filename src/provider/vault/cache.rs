@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -13,6 +13,7 @@ use futures::future::{BoxFuture, Shared};
 use super::auth::LoginToken;
 use super::error::VaultError;
 use super::params::Connection;
+use crate::provider::slots::Slots;
 use crate::redact::Redacted;
 
 /// Who a Vault token belongs to. Two mounts share a token only when every field matches, so
@@ -36,13 +37,10 @@ struct Cached {
     valid_until: Instant,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
-
 /// The token cache. `capacity` 0 turns caching off (a login per read, as before upstream 1.4).
 #[derive(Debug)]
 pub struct TokenCache {
-    slots: Mutex<HashMap<Identity, Slot>>,
-    capacity: usize,
+    slots: Slots<Identity, Cached>,
 }
 
 /// When a token with `lease` should no longer be used: a tenth of the lease (at most a
@@ -58,29 +56,8 @@ impl TokenCache {
     /// A cache holding at most `capacity` identities.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
-            capacity,
+            slots: Slots::new(capacity),
         }
-    }
-
-    fn slot(&self, id: &Identity) -> Slot {
-        let mut slots = self.slots.lock().unwrap();
-        if let Some(slot) = slots.get(id) {
-            return slot.clone();
-        }
-        if slots.len() >= self.capacity {
-            let now = Instant::now();
-            slots.retain(|_, slot| match slot.try_lock() {
-                Ok(cached) => cached.as_ref().is_some_and(|c| c.valid_until > now),
-                Err(_) => true,
-            });
-            if slots.len() >= self.capacity
-                && let Some(oldest) = slots.keys().next().cloned()
-            {
-                slots.remove(&oldest);
-            }
-        }
-        slots.entry(id.clone()).or_default().clone()
     }
 
     /// A valid token for `id`, logging in with `login` only if none is cached. Concurrent
@@ -94,10 +71,11 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<LoginToken, VaultError>>,
     {
-        if self.capacity == 0 {
+        if self.slots.capacity() == 0 {
             return login().await.map(|t| (t.token, true));
         }
-        let slot = self.slot(id);
+        let now = Instant::now();
+        let slot = self.slots.get_or_create(id, |c| c.valid_until > now);
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref()
             && c.valid_until > Instant::now()
@@ -122,8 +100,7 @@ impl TokenCache {
 
     /// Forgets `token` for `id` (Vault refused it); a newer token stays.
     pub async fn invalidate(&self, id: &Identity, token: &Redacted<String>) {
-        let slot = self.slots.lock().unwrap().get(id).cloned();
-        if let Some(slot) = slot {
+        if let Some(slot) = self.slots.get(id) {
             let mut cached = slot.lock().await;
             if cached.as_ref().is_some_and(|c| c.token == *token) {
                 *cached = None;
@@ -133,12 +110,12 @@ impl TokenCache {
 
     /// Number of identities with a slot (for tests and debugging).
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap().len()
+        self.slots.len()
     }
 
     /// True when no identity has a slot.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.slots.is_empty()
     }
 }
 
@@ -187,6 +164,7 @@ impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> InFlight<K, V> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
