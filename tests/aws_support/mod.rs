@@ -5,16 +5,13 @@
 
 pub mod proxy;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use keymount::provider::MountOutput;
 use keymount::provider::aws::{AwsArgs, AwsProvider};
-use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
-use keymount::redact::Redacted;
 use serde_json::json;
 
 pub use self::proxy::AwsProxy;
@@ -175,34 +172,8 @@ pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// A mount input as publish builds it: class parameters plus the pod's volume context.
-pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
-    let mut attributes: BTreeMap<String, String> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in [
-        ("csi.storage.k8s.io/pod.name", "app-0"),
-        ("csi.storage.k8s.io/pod.namespace", ns),
-        (
-            "csi.storage.k8s.io/pod.uid",
-            "0b2e1f4c-0000-4000-8000-000000000001",
-        ),
-        ("csi.storage.k8s.io/serviceAccount.name", sa),
-        ("secretProviderClass", "test"),
-    ] {
-        attributes.insert(k.into(), v.into());
-    }
-    MountInput {
-        class: format!("{ns}/test"),
-        attributes,
-        tokens: ServiceAccountTokens::parse(tokens).unwrap(),
-        secrets: Redacted::new(BTreeMap::new()),
-        target_path: PathBuf::from("/nonexistent/target"),
-        permission: 0o644,
-        current_versions: Vec::new(),
-    }
-}
+#[allow(unused_imports)]
+pub use crate::support::mount_input::input;
 
 /// The bytes of file `name` in `output`.
 pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {

@@ -6,5 +6,6 @@
 
 pub mod kube;
 pub mod moto;
+pub mod mount_input;
 pub mod openbao;
 pub mod proc;

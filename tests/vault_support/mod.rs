@@ -2,14 +2,12 @@
 //! JWT auth set up on an OpenBao server, and mount inputs built like publish builds them.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use base64::Engine as _;
+use keymount::provider::MountOutput;
 use keymount::provider::vault::{VaultArgs, VaultProvider};
-use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
-use keymount::redact::Redacted;
 use serde_json::{Value, json};
 
 use crate::support::openbao::OpenBao;
@@ -161,34 +159,8 @@ pub fn tokens_json(audience: &str, token: &str) -> String {
     json!({ audience: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"} }).to_string()
 }
 
-/// A mount input as publish builds it: class parameters plus the pod's volume context.
-pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
-    let mut attributes: BTreeMap<String, String> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in [
-        ("csi.storage.k8s.io/pod.name", "app-0"),
-        ("csi.storage.k8s.io/pod.namespace", ns),
-        (
-            "csi.storage.k8s.io/pod.uid",
-            "0b2e1f4c-0000-4000-8000-000000000001",
-        ),
-        ("csi.storage.k8s.io/serviceAccount.name", sa),
-        ("secretProviderClass", "test"),
-    ] {
-        attributes.insert(k.into(), v.into());
-    }
-    MountInput {
-        class: format!("{ns}/test"),
-        attributes,
-        tokens: ServiceAccountTokens::parse(tokens).unwrap(),
-        secrets: Redacted::new(BTreeMap::new()),
-        target_path: PathBuf::from("/nonexistent/target"),
-        permission: 0o644,
-        current_versions: Vec::new(),
-    }
-}
+#[allow(unused_imports)]
+pub use crate::support::mount_input::input;
 
 /// The content of file `name` in `output`, as text.
 pub fn text(output: &MountOutput, name: &str) -> String {

@@ -1,0 +1,36 @@
+//! A provider's `MountInput` as publish builds it, for tests that call a provider directly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use keymount::provider::{MountInput, ServiceAccountTokens};
+use keymount::redact::Redacted;
+
+/// A mount input as publish builds it: class parameters plus the pod's volume context.
+pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
+    let mut attributes: BTreeMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (k, v) in [
+        ("csi.storage.k8s.io/pod.name", "app-0"),
+        ("csi.storage.k8s.io/pod.namespace", ns),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "0b2e1f4c-0000-4000-8000-000000000001",
+        ),
+        ("csi.storage.k8s.io/serviceAccount.name", sa),
+        ("secretProviderClass", "test"),
+    ] {
+        attributes.insert(k.into(), v.into());
+    }
+    MountInput {
+        class: format!("{ns}/test"),
+        attributes,
+        tokens: ServiceAccountTokens::parse(tokens).unwrap(),
+        secrets: Redacted::new(BTreeMap::new()),
+        target_path: PathBuf::from("/nonexistent/target"),
+        permission: 0o644,
+        current_versions: Vec::new(),
+    }
+}
