@@ -3,10 +3,12 @@
 
 pub mod context;
 pub mod events;
+mod fetch;
 pub mod locks;
 mod notify;
 pub mod pod_status;
 pub mod publish;
+mod publish_error;
 pub mod recover;
 pub mod service;
 pub mod state;

@@ -10,21 +10,20 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::VolumeService;
-use super::context::{ContextError, VolumeContext};
+use super::context::VolumeContext;
 use super::pod_status::{self, PodStatusInput};
 use super::service::{REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
-use super::state::{StateError, VolumeRecord};
+use super::state::VolumeRecord;
 use super::unpublish::remove_target;
-use crate::class::{LookupError, SecretProviderClass};
-use crate::fs::atomic_writer::{self, Outcome, WriteError};
-use crate::fs::paths::{self, PathError};
+use crate::class::SecretProviderClass;
+use crate::fs::atomic_writer::{self, Outcome};
 use crate::mount;
-use crate::provider::tokens::{TOKENS_KEY, TokensError};
-use crate::provider::{
-    MountInput, MountOutput, Provider, ProviderError, ResolveError, ServiceAccountTokens,
-};
+use crate::provider::tokens::TOKENS_KEY;
+use crate::provider::{MountInput, MountOutput, Provider, ServiceAccountTokens};
 use crate::redact::Redacted;
-use crate::sync::SyncError;
+
+pub use super::fetch::{fetch_checked, mount_attributes};
+pub use super::publish_error::PublishError;
 
 /// Default file mode handed to providers (upstream sends "420").
 pub const DEFAULT_PERMISSION: u32 = 0o644;
@@ -58,120 +57,6 @@ pub enum PublishOutcome {
     Rotated { changed: bool },
     /// Republish whose fetch failed: the old content stays (kubelet would otherwise remove it).
     RotationFailed,
-}
-
-/// Why a publish failed. Messages name the field, class, provider or path; never a value.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("{0} is missing")]
-    MissingField(&'static str),
-    #[error("block volumes are not supported; use a mount volume")]
-    BlockVolume,
-    #[error("readonly must be true: secrets volumes are mounted read-only")]
-    NotReadonly,
-    #[error("target path {0:?} must be absolute and clean")]
-    BadTarget(String),
-    #[error(transparent)]
-    Context(#[from] ContextError),
-    #[error(transparent)]
-    Tokens(#[from] TokensError),
-    #[error("volume {0} is busy with another call; retry")]
-    Busy(String),
-    #[error(transparent)]
-    LookupClass(#[from] LookupError),
-    #[error("SecretProviderClass {class} has no spec.provider")]
-    ClassWithoutProvider { class: String },
-    #[error("SecretProviderClass {class} has no spec.parameters")]
-    ClassWithoutParameters { class: String },
-    #[error("SecretProviderClass {class}: {source}")]
-    ResolveProvider {
-        class: String,
-        #[source]
-        source: ResolveError,
-    },
-    #[error("SecretProviderClass {class}: provider {provider:?} failed: {source}")]
-    Provider {
-        class: String,
-        provider: String,
-        #[source]
-        source: ProviderError,
-    },
-    #[error("SecretProviderClass {class}: provider {provider:?} did not answer within {seconds}s")]
-    ProviderTimeout {
-        class: String,
-        provider: String,
-        seconds: u64,
-    },
-    #[error(
-        "SecretProviderClass {class}: provider {provider:?} returned an unsafe file set: {source}"
-    )]
-    InvalidFiles {
-        class: String,
-        provider: String,
-        #[source]
-        source: PathError,
-    },
-    #[error("check mount of {path}: {source}")]
-    CheckMount {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("create target directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mount tmpfs at {path}: {source}")]
-    Mount {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("write files: {0}")]
-    WriteFiles(#[from] WriteError),
-    #[error("update SecretProviderClassPodStatus {name}: {source}")]
-    UpdatePodStatus {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error(transparent)]
-    SaveState(#[from] StateError),
-    #[error("sync secretObjects of SecretProviderClass {class}: {source}")]
-    SyncSecret {
-        class: String,
-        #[source]
-        source: Box<SyncError>,
-    },
-}
-
-impl PublishError {
-    /// The metrics `error_type` label (upstream's names where one exists).
-    pub fn reason(&self) -> &str {
-        match self {
-            Self::MissingField(_)
-            | Self::BlockVolume
-            | Self::NotReadonly
-            | Self::BadTarget(_)
-            | Self::Context(_)
-            | Self::Tokens(_) => "InvalidArgument",
-            Self::Busy(_) => "Busy",
-            Self::LookupClass(_)
-            | Self::ClassWithoutProvider { .. }
-            | Self::ClassWithoutParameters { .. } => "SecretProviderClassNotFound",
-            Self::ResolveProvider { .. } => "FailedToLookupProviderGRPCClient",
-            Self::Provider { source, .. } => source.reason(),
-            Self::ProviderTimeout { .. } => "GRPCProviderError",
-            Self::InvalidFiles { .. } | Self::WriteFiles(_) => "FileWriteError",
-            Self::CheckMount { .. } | Self::CreateDir { .. } => "FailedToEnsureMountPoint",
-            Self::Mount { .. } => "FailedToMount",
-            Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
-            Self::SaveState(_) => "FailedToSaveState",
-            Self::SyncSecret { source, .. } => source.reason(),
-        }
-    }
 }
 
 /// The validated parts of a request.
@@ -492,61 +377,6 @@ impl VolumeService {
                 source,
             })
     }
-}
-
-/// Upstream's provider attributes: class parameters overlaid by every volume context entry
-/// (the tokens travel separately).
-pub fn mount_attributes(
-    parameters: BTreeMap<String, String>,
-    volume_context: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut attributes = parameters;
-    attributes.extend(
-        volume_context
-            .iter()
-            .filter(|(k, _)| k.as_str() != TOKENS_KEY)
-            .map(|(k, val)| (k.clone(), val.clone())),
-    );
-    attributes
-}
-
-/// Calls the provider within `timeout` and validates every returned path against `limits`:
-/// what a publish does before writing (also used by `keymount fetch`).
-pub async fn fetch_checked(
-    provider: &dyn Provider,
-    input: &MountInput,
-    provider_name: &str,
-    timeout: std::time::Duration,
-    limits: &paths::Limits,
-) -> Result<MountOutput, PublishError> {
-    let output = tokio::time::timeout(timeout, provider.mount(input))
-        .await
-        .map_err(|_| PublishError::ProviderTimeout {
-            class: input.class.clone(),
-            provider: provider_name.to_owned(),
-            seconds: timeout.as_secs(),
-        })?
-        .map_err(|source| PublishError::Provider {
-            class: input.class.clone(),
-            provider: provider_name.to_owned(),
-            source,
-        })?;
-    paths::validate_set(
-        output.files.iter().map(|f| {
-            (
-                f.path.as_str(),
-                i64::from(f.mode),
-                f.contents.expose().len() as u64,
-            )
-        }),
-        limits,
-    )
-    .map_err(|source| PublishError::InvalidFiles {
-        class: input.class.clone(),
-        provider: provider_name.to_owned(),
-        source,
-    })?;
-    Ok(output)
 }
 
 /// Everything one publish works with, resolved.

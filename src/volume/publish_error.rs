@@ -1,0 +1,126 @@
+//! Why a publish failed, and the metrics `error_type` of each cause.
+
+use std::path::PathBuf;
+
+use super::context::ContextError;
+use super::state::StateError;
+use crate::class::LookupError;
+use crate::fs::atomic_writer::WriteError;
+use crate::fs::paths::PathError;
+use crate::provider::tokens::TokensError;
+use crate::provider::{ProviderError, ResolveError};
+use crate::sync::SyncError;
+
+/// Why a publish failed. Messages name the field, class, provider or path; never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0} is missing")]
+    MissingField(&'static str),
+    #[error("block volumes are not supported; use a mount volume")]
+    BlockVolume,
+    #[error("readonly must be true: secrets volumes are mounted read-only")]
+    NotReadonly,
+    #[error("target path {0:?} must be absolute and clean")]
+    BadTarget(String),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error("volume {0} is busy with another call; retry")]
+    Busy(String),
+    #[error(transparent)]
+    LookupClass(#[from] LookupError),
+    #[error("SecretProviderClass {class} has no spec.provider")]
+    ClassWithoutProvider { class: String },
+    #[error("SecretProviderClass {class} has no spec.parameters")]
+    ClassWithoutParameters { class: String },
+    #[error("SecretProviderClass {class}: {source}")]
+    ResolveProvider {
+        class: String,
+        #[source]
+        source: ResolveError,
+    },
+    #[error("SecretProviderClass {class}: provider {provider:?} failed: {source}")]
+    Provider {
+        class: String,
+        provider: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error("SecretProviderClass {class}: provider {provider:?} did not answer within {seconds}s")]
+    ProviderTimeout {
+        class: String,
+        provider: String,
+        seconds: u64,
+    },
+    #[error(
+        "SecretProviderClass {class}: provider {provider:?} returned an unsafe file set: {source}"
+    )]
+    InvalidFiles {
+        class: String,
+        provider: String,
+        #[source]
+        source: PathError,
+    },
+    #[error("check mount of {path}: {source}")]
+    CheckMount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create target directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount tmpfs at {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write files: {0}")]
+    WriteFiles(#[from] WriteError),
+    #[error("update SecretProviderClassPodStatus {name}: {source}")]
+    UpdatePodStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    SaveState(#[from] StateError),
+    #[error("sync secretObjects of SecretProviderClass {class}: {source}")]
+    SyncSecret {
+        class: String,
+        #[source]
+        source: Box<SyncError>,
+    },
+}
+
+impl PublishError {
+    /// The metrics `error_type` label (upstream's names where one exists).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::MissingField(_)
+            | Self::BlockVolume
+            | Self::NotReadonly
+            | Self::BadTarget(_)
+            | Self::Context(_)
+            | Self::Tokens(_) => "InvalidArgument",
+            Self::Busy(_) => "Busy",
+            Self::LookupClass(_)
+            | Self::ClassWithoutProvider { .. }
+            | Self::ClassWithoutParameters { .. } => "SecretProviderClassNotFound",
+            Self::ResolveProvider { .. } => "FailedToLookupProviderGRPCClient",
+            Self::Provider { source, .. } => source.reason(),
+            Self::ProviderTimeout { .. } => "GRPCProviderError",
+            Self::InvalidFiles { .. } | Self::WriteFiles(_) => "FileWriteError",
+            Self::CheckMount { .. } | Self::CreateDir { .. } => "FailedToEnsureMountPoint",
+            Self::Mount { .. } => "FailedToMount",
+            Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
+            Self::SaveState(_) => "FailedToSaveState",
+            Self::SyncSecret { source, .. } => source.reason(),
+        }
+    }
+}
