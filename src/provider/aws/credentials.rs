@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::config::Credentials;
 use serde::Deserialize;
 use tonic::Code;
 
-use super::error::{AwsError, classify, short};
+use super::error::{AwsError, classify, short, source_chain};
 use super::sdk::SdkSettings;
 use crate::provider::slots::Slots;
 use crate::redact::Redacted;
@@ -185,14 +185,14 @@ impl CredentialCache {
             .map_err(|e| {
                 failed(
                     Code::Unavailable,
-                    format!("cannot reach the agent: {}", short(&error_chain(&e))),
+                    format!("cannot reach the agent: {}", short(&source_chain(&e))),
                 )
             })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| failed(Code::Unavailable, short(&error_chain(&e))))?;
+            .map_err(|e| failed(Code::Unavailable, short(&source_chain(&e))))?;
         if !status.is_success() {
             let code = if status.is_server_error() || status.as_u16() == 429 {
                 Code::Unavailable
@@ -296,17 +296,6 @@ fn category(e: &serde_json::Error) -> &'static str {
         serde_json::error::Category::Data => "shape",
         serde_json::error::Category::Eof => "truncation",
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

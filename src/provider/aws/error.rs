@@ -240,7 +240,8 @@ where
     }
 }
 
-fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, joined with ": ".
+pub(super) fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
