@@ -7,12 +7,11 @@ mod harness;
 mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::Command;
 
 use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
 use aws_support::{AwsProxy, between, ssm, tokens_json};
+use harness::mounts::mount_entry;
 use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
 use keymount::provider::tokens::TOKENS_KEY;
 use support::kube::TestKube;
@@ -30,16 +29,6 @@ const OBJECTS: &str = r#"
 - {objectName: prod/keystore, objectType: secretsmanager}
 - {objectName: /prod/api-key, objectType: ssmparameter}
 "#;
-
-fn is_mount_point(path: &Path) -> bool {
-    Command::new("findmnt")
-        .arg("--mountpoint")
-        .arg(path)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
 
 #[tokio::test]
 async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
@@ -103,7 +92,10 @@ async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
         .node_publish_volume(request.clone())
         .await
         .expect("publish");
-    assert!(is_mount_point(&target), "target is a tmpfs mount point");
+    assert!(
+        mount_entry(&target).is_some(),
+        "target is a tmpfs mount point"
+    );
     let read = |name: &str| std::fs::read(target.join(name)).unwrap();
     let file_mode = |name: &str| {
         std::fs::metadata(target.join(name))
@@ -147,13 +139,13 @@ async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
     let status = client.node_publish_volume(missing).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(status.message().contains("prod/missing"), "{status:?}");
-    assert!(!is_mount_point(&other));
+    assert!(mount_entry(&other).is_none());
 
     client
         .node_unpublish_volume(unpublish_request("vol-aws-1", &target))
         .await
         .expect("unpublish");
-    assert!(!is_mount_point(&target) && !target.exists());
+    assert!(mount_entry(&target).is_none() && !target.exists());
 
     // Nothing secret in the logs: values, the pod token, the assumed role's credentials.
     let sts = proxy

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
+use harness::mounts::mount_entry;
 use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
 use keymount::provider::tokens::TOKENS_KEY;
 use serde_json::json;
@@ -46,16 +47,6 @@ fn class_params(bao: &OpenBao) -> Vec<(&str, &str)> {
     ]
 }
 
-fn is_mount_point(path: &Path) -> bool {
-    Command::new("findmnt")
-        .arg("--mountpoint")
-        .arg(path)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 #[tokio::test]
 async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
     let (bao, signer) = vault().await;
@@ -83,7 +74,7 @@ async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
         .node_publish_volume(request.clone())
         .await
         .expect("publish");
-    assert!(is_mount_point(&target), "target is a mount point");
+    assert!(mount_entry(&target).is_some(), "target is a mount point");
     assert_eq!(
         std::fs::read_to_string(target.join("password")).unwrap(),
         "node-e2e-secret-42"
@@ -108,7 +99,7 @@ async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
     let status = client.node_publish_volume(denied).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(
-        !is_mount_point(&other),
+        mount_entry(&other).is_none(),
         "nothing stays mounted after a failed publish"
     );
 
@@ -129,7 +120,7 @@ async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
         .node_unpublish_volume(unpublish_request("vol-1", &target))
         .await
         .expect("unpublish");
-    assert!(!is_mount_point(&target) && !target.exists());
+    assert!(mount_entry(&target).is_none() && !target.exists());
 
     let logs = node.logs();
     assert!(
