@@ -173,34 +173,7 @@ pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
 }
 
 #[allow(unused_imports)]
-pub use crate::support::mount_input::input;
-
-/// The bytes of file `name` in `output`.
-pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
-    output
-        .files
-        .iter()
-        .find(|f| f.path == name)
-        .unwrap_or_else(|| {
-            panic!(
-                "no file {name} in {:?}",
-                output.files.iter().map(|f| &f.path).collect::<Vec<_>>()
-            )
-        })
-        .contents
-        .expose()
-        .clone()
-}
-
-/// The text of file `name` in `output`.
-pub fn text(output: &MountOutput, name: &str) -> String {
-    String::from_utf8(bytes(output, name)).unwrap()
-}
-
-/// The mode of file `name` in `output`.
-pub fn mode(output: &MountOutput, name: &str) -> u32 {
-    output.files.iter().find(|f| f.path == name).unwrap().mode
-}
+pub use crate::support::mount_input::{bytes, input, mode, text};
 
 /// The version reported for file `name`.
 pub fn version(output: &MountOutput, name: &str) -> String {

@@ -1,9 +1,10 @@
-//! A provider's `MountInput` as publish builds it, for tests that call a provider directly.
+//! A provider's `MountInput` as publish builds it, and readers of its `MountOutput`, for tests
+//! that call a provider directly.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use keymount::provider::{MountInput, ServiceAccountTokens};
+use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
 use keymount::redact::Redacted;
 
 /// A mount input as publish builds it: class parameters plus the pod's volume context.
@@ -33,4 +34,31 @@ pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> Mount
         permission: 0o644,
         current_versions: Vec::new(),
     }
+}
+
+/// The bytes of file `name` in `output`.
+pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
+    output
+        .files
+        .iter()
+        .find(|f| f.path == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no file {name} in {:?}",
+                output.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+            )
+        })
+        .contents
+        .expose()
+        .clone()
+}
+
+/// The text of file `name` in `output`.
+pub fn text(output: &MountOutput, name: &str) -> String {
+    String::from_utf8(bytes(output, name)).unwrap()
+}
+
+/// The mode of file `name` in `output`.
+pub fn mode(output: &MountOutput, name: &str) -> u32 {
+    output.files.iter().find(|f| f.path == name).unwrap().mode
 }

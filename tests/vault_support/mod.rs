@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use base64::Engine as _;
-use keymount::provider::MountOutput;
 use keymount::provider::vault::{VaultArgs, VaultProvider};
 use serde_json::{Value, json};
 
@@ -160,24 +159,4 @@ pub fn tokens_json(audience: &str, token: &str) -> String {
 }
 
 #[allow(unused_imports)]
-pub use crate::support::mount_input::input;
-
-/// The content of file `name` in `output`, as text.
-pub fn text(output: &MountOutput, name: &str) -> String {
-    let file = output
-        .files
-        .iter()
-        .find(|f| f.path == name)
-        .unwrap_or_else(|| {
-            panic!(
-                "no file {name} in {:?}",
-                output.files.iter().map(|f| &f.path).collect::<Vec<_>>()
-            )
-        });
-    String::from_utf8(file.contents.expose().clone()).unwrap()
-}
-
-/// The mode of file `name` in `output`.
-pub fn mode(output: &MountOutput, name: &str) -> u32 {
-    output.files.iter().find(|f| f.path == name).unwrap().mode
-}
+pub use crate::support::mount_input::{input, mode, text};

@@ -2,6 +2,10 @@
 //! bytes), the `jmesPath` files extracted from a JSON value, and one version per file (the
 //! AWS version id, so an unchanged secret keeps its version across rotations).
 
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
 use tonic::Code;
 
 use super::error::AwsError;
@@ -9,6 +13,28 @@ use super::params::{AwsObject, Target};
 use crate::fs::atomic_writer::Payload;
 use crate::provider::{MountOutput, ObjectVersion};
 use crate::redact::Redacted;
+
+/// What one request turned into.
+pub type Outcome = Result<Arc<Value>, AwsError>;
+
+/// Runs `calls` (each answering some requests by index) `concurrency` at a time and returns one
+/// outcome per request, in request order.
+pub async fn gather<F>(calls: Vec<F>, requests: usize, concurrency: usize) -> Vec<Outcome>
+where
+    F: Future<Output = Vec<(usize, Outcome)>>,
+{
+    let mut outcomes: Vec<Option<Outcome>> = (0..requests).map(|_| None).collect();
+    let mut results = futures::stream::iter(calls).buffer_unordered(concurrency.max(1));
+    while let Some(done) = results.next().await {
+        for (i, outcome) in done {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every request has an outcome"))
+        .collect()
+}
 
 /// One read: what to read and which object asked (for messages).
 #[derive(Debug, Clone)]

@@ -5,17 +5,14 @@
 use std::sync::Arc;
 
 use aws_sdk_secretsmanager::Client;
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 
 use super::error::{AwsError, Failure, classify, code_of, short};
-use super::files::{Request, Value};
+use super::files::{Outcome, Request, Value, gather};
 use crate::redact::Redacted;
 
 /// Most ids one `BatchGetSecretValue` call takes.
 pub const BATCH: usize = 20;
-
-type Outcome = Result<Arc<Value>, AwsError>;
 
 fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
     AwsError::Fetch {
@@ -63,17 +60,7 @@ pub async fn fetch(
             vec![(i, single(client, region, &requests[i]).await)]
         }));
     }
-    let mut outcomes: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
-    let mut results = futures::stream::iter(calls).buffer_unordered(concurrency.max(1));
-    while let Some(done) = results.next().await {
-        for (i, outcome) in done {
-            outcomes[i] = Some(outcome);
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.expect("every request has an outcome"))
-        .collect()
+    gather(calls, requests.len(), concurrency).await
 }
 
 /// One `GetSecretValue`.

@@ -6,17 +6,14 @@ use std::sync::Arc;
 
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::types::Parameter;
-use futures::StreamExt as _;
 use tonic::Code;
 
 use super::error::{AwsError, Failure, classify};
-use super::files::{Request, Value};
+use super::files::{Outcome, Request, Value, gather};
 use crate::redact::Redacted;
 
 /// Most names one `GetParameters` call takes.
 pub const BATCH: usize = 10;
-
-type Outcome = Result<Arc<Value>, AwsError>;
 
 fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
     AwsError::Fetch {
@@ -77,17 +74,7 @@ pub async fn fetch(
         .into_iter()
         .map(|chunk| batch(client, region, requests, chunk))
         .collect::<Vec<_>>();
-    let mut outcomes: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
-    let mut results = futures::stream::iter(calls).buffer_unordered(concurrency.max(1));
-    while let Some(done) = results.next().await {
-        for (i, outcome) in done {
-            outcomes[i] = Some(outcome);
-        }
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.expect("every request has an outcome"))
-        .collect()
+    gather(calls, requests.len(), concurrency).await
 }
 
 async fn batch(
