@@ -141,6 +141,12 @@ async fn main() {
         s.volumes, s.concurrency
     );
 
+    // kubelet creates each volume's parent directory (and writes its vol_data.json there)
+    // before NodePublishVolume; keymount creates and removes only the target itself.
+    for n in 0..s.volumes.max(110) {
+        std::fs::create_dir_all(pods.join(format!("pod-{n}"))).unwrap();
+    }
+
     // 1. First publishes (mount tmpfs, call the plugin, validate, write, record state).
     let mut first = Vec::new();
     let mut done = 0;

@@ -96,8 +96,8 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_CLASS_DIR")]
     pub class_dir: Option<PathBuf>,
 
-    /// Directory of per-volume state (metadata only), kept across restarts. Defaults to
-    /// `state/` beside the CSI socket.
+    /// Directory of the volume state journal (metadata only), kept across restarts. Defaults
+    /// to `state/` beside the CSI socket.
     #[arg(long, env = "KEYMOUNT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 

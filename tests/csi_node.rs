@@ -633,10 +633,8 @@ async fn a_hundred_volumes_in_parallel_leave_no_mount() {
         "{:?}",
         mounts_under(&bed.root)
     );
-    let state: Vec<_> = std::fs::read_dir(node.work_dir.join("state"))
-        .unwrap()
-        .collect();
-    assert!(state.is_empty(), "state files left: {state:?}");
+    let state = keymount::volume::journal::read_records(&node.work_dir.join("state")).unwrap();
+    assert!(state.is_empty(), "volume records left: {:?}", state.keys());
 }
 
 #[tokio::test]
@@ -661,12 +659,16 @@ async fn a_restarted_node_recovers_its_volumes_from_disk() {
         .unwrap();
     node.kill();
 
-    // State files hold metadata only.
+    // The state directory holds metadata only.
+    let mut state_text = String::new();
     for entry in std::fs::read_dir(work.join("state")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        assert!(text.contains("\"volumeId\": \"v\""), "{text}");
-        assert!(!text.contains("s3cr3t-token-value"), "secret in state file");
+        state_text += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
     }
+    assert!(state_text.contains("\"volumeId\":\"v\""), "{state_text}");
+    assert!(
+        !state_text.contains("s3cr3t-token-value"),
+        "secret in state file"
+    );
 
     let node = NodeProcess::start(options).await;
     assert!(node.logs().contains("volumes=1"), "state reloaded");
@@ -681,7 +683,8 @@ async fn a_restarted_node_recovers_its_volumes_from_disk() {
     );
     unpublish(&node, "v", &target).await.unwrap();
     assert!(mounts_under(&bed.root).is_empty());
-    assert_eq!(std::fs::read_dir(work.join("state")).unwrap().count(), 0);
+    let state = keymount::volume::journal::read_records(&work.join("state")).unwrap();
+    assert!(state.is_empty(), "volume records left: {:?}", state.keys());
 }
 
 #[tokio::test]

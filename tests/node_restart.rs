@@ -61,8 +61,11 @@ impl Bed {
         ))
     }
 
-    fn state_files(&self) -> usize {
-        std::fs::read_dir(self.work.join("state")).unwrap().count()
+    /// Volumes recorded in the state directory's journal.
+    fn state_records(&self) -> usize {
+        keymount::volume::journal::read_records(&self.work.join("state"))
+            .unwrap()
+            .len()
     }
 }
 
@@ -138,7 +141,7 @@ async fn sigterm_finishes_the_call_in_flight_and_the_next_process_carries_on() {
         .expect("unpublish after the restart");
     assert!(mounts_under(&bed.root).is_empty(), "mount leaked");
     assert!(!target.exists());
-    assert_eq!(bed.state_files(), 0);
+    assert_eq!(bed.state_records(), 0);
 }
 
 #[tokio::test]
@@ -191,7 +194,7 @@ async fn a_call_stuck_past_the_grace_period_does_not_hold_the_exit_nor_leak_a_mo
         .await
         .unwrap();
     assert!(mounts_under(&bed.root).is_empty(), "mount leaked");
-    assert_eq!(bed.state_files(), 0);
+    assert_eq!(bed.state_records(), 0);
 }
 
 #[tokio::test]
@@ -221,7 +224,7 @@ async fn records_of_mounts_gone_while_stopped_are_dropped_at_start() {
         logs.contains("kept=1") && logs.contains("dropped=1"),
         "{logs}"
     );
-    assert_eq!(bed.state_files(), 1);
+    assert_eq!(bed.state_records(), 1);
     // The dropped volume's republish mounts afresh instead of trusting a stale record.
     let mut client = node.node_client().await;
     client
@@ -237,5 +240,5 @@ async fn records_of_mounts_gone_while_stopped_are_dropped_at_start() {
             .unwrap();
     }
     assert!(mounts_under(&bed.root).is_empty(), "mount leaked");
-    assert_eq!(bed.state_files(), 0);
+    assert_eq!(bed.state_records(), 0);
 }

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod events;
 mod fetch;
+pub mod journal;
 pub mod locks;
 mod notify;
 pub mod pod_status;

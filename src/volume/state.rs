@@ -1,14 +1,15 @@
 //! What keymount remembers about each published volume: in memory for the republish fast
-//! path, and as one JSON file per volume in the state directory so a restarted process can
+//! path, and in the state directory's journal (`journal.rs`) so a restarted process can
 //! unpublish and keep rotating. Metadata only: never a secret value or token.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::journal::{self, Journal};
 use crate::provider::ObjectVersion;
 
 /// The record of one published volume.
@@ -45,49 +46,39 @@ pub struct StateError {
     source: std::io::Error,
 }
 
-/// All records, in memory and on disk.
+fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// All records, in memory and in the state directory's journal.
 #[derive(Debug)]
 pub struct VolumeStates {
-    dir: Option<PathBuf>,
+    /// Held while a change is appended and applied, so the file and the map agree in order.
+    journal: Option<Mutex<Journal>>,
     records: RwLock<HashMap<String, Arc<VolumeRecord>>>,
 }
 
 impl VolumeStates {
-    /// Loads every record found in `dir` (created if missing). `None` keeps state in memory only.
+    /// Loads the records kept in `dir` (created if missing) and starts its journal afresh
+    /// from them. `None` keeps state in memory only.
     pub fn load(dir: Option<PathBuf>) -> Result<Self, StateError> {
-        let mut records = HashMap::new();
-        if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir).map_err(|source| StateError {
-                action: "create",
-                path: dir.clone(),
-                source,
-            })?;
-            let entries = std::fs::read_dir(dir).map_err(|source| StateError {
-                action: "read",
-                path: dir.clone(),
-                source,
-            })?;
-            for path in entries.filter_map(Result::ok).map(|e| e.path()) {
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                match std::fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<VolumeRecord>(&b).ok())
-                {
-                    Some(record) => {
-                        records.insert(record.volume_id.clone(), Arc::new(record));
-                    }
-                    None => {
-                        tracing::warn!(path = %path.display(), "ignoring unreadable volume state file")
-                    }
-                }
-            }
-            tracing::info!(volumes = records.len(), dir = %dir.display(), "volume state loaded");
-        }
+        let Some(dir) = dir else {
+            return Ok(Self {
+                journal: None,
+                records: RwLock::default(),
+            });
+        };
+        std::fs::create_dir_all(&dir).map_err(at("create", &dir))?;
+        let records = journal::read_records(&dir).map_err(at("read", &dir))?;
+        let journal = Journal::create(&dir, records.values()).map_err(at("rewrite", &dir))?;
+        tracing::info!(volumes = records.len(), dir = %dir.display(), "volume state loaded");
         Ok(Self {
-            dir,
-            records: RwLock::new(records),
+            journal: Some(Mutex::new(journal)),
+            records: RwLock::new(records.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
         })
     }
 
@@ -111,40 +102,51 @@ impl VolumeStates {
         self.len() == 0
     }
 
-    /// Stores a record, on disk first (write to a temporary file, then rename).
+    /// Stores a record: appended to the journal first, then kept in memory.
     pub fn put(&self, record: VolumeRecord) -> Result<(), StateError> {
-        if let Some(path) = self.file_of(&record.volume_id) {
-            let tmp = path.with_extension("json.tmp");
-            let bytes = serde_json::to_vec_pretty(&record).expect("a record always serializes");
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|source| StateError {
-                    action: "write",
-                    path: path.clone(),
-                    source,
-                })?;
-        }
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        records.insert(record.volume_id.clone(), Arc::new(record));
-        Ok(())
+        let record = Arc::new(record);
+        let kept = Arc::clone(&record);
+        self.change(
+            |journal| journal.put(&record),
+            |records| {
+                records.insert(kept.volume_id.clone(), kept);
+            },
+        )
     }
 
-    /// Forgets a volume.
+    /// Forgets a volume; one that is not known writes nothing.
     pub fn remove(&self, volume_id: &str) -> Result<(), StateError> {
-        if let Some(path) = self.file_of(volume_id) {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(StateError {
-                        action: "remove",
-                        path,
-                        source: e,
-                    });
-                }
-                _ => {}
-            }
+        if self.get(volume_id).is_none() {
+            return Ok(());
         }
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        records.remove(volume_id);
+        self.change(
+            |journal| journal.remove(volume_id),
+            |records| {
+                records.remove(volume_id);
+            },
+        )
+    }
+
+    /// Appends with `write` and applies `apply` under the journal lock; rewrites the journal
+    /// when dead lines pile up (a failed rewrite only warns: the change itself is written).
+    fn change(
+        &self,
+        write: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+        apply: impl FnOnce(&mut HashMap<String, Arc<VolumeRecord>>),
+    ) -> Result<(), StateError> {
+        let Some(journal) = &self.journal else {
+            apply(&mut self.write());
+            return Ok(());
+        };
+        let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+        write(&mut journal).map_err(at("write", journal.path()))?;
+        let mut records = self.write();
+        apply(&mut records);
+        if journal.wants_rewrite(records.len())
+            && let Err(error) = journal.rewrite(records.values().map(Arc::as_ref))
+        {
+            tracing::warn!(path = %journal.path().display(), %error, "cannot rewrite the volume state journal");
+        }
         Ok(())
     }
 
@@ -152,11 +154,8 @@ impl VolumeStates {
         self.records.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Volume ids are arbitrary strings; the file name is their hex form.
-    fn file_of(&self, volume_id: &str) -> Option<PathBuf> {
-        self.dir
-            .as_deref()
-            .map(|d: &Path| d.join(format!("{}.json", hex::encode(volume_id))))
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
+        self.records.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -190,15 +189,60 @@ mod tests {
         states.put(record("csi-1/../x")).unwrap();
         states.put(record("csi-2")).unwrap();
         states.remove("csi-2").unwrap();
+        states.remove("never-published").unwrap();
 
         let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
         assert_eq!(reloaded.len(), 1);
-        assert_eq!(*reloaded.get("csi-1/../x").unwrap(), record_like(&states));
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "one file, inside the state dir");
+        assert_eq!(
+            reloaded.get("csi-1/../x").unwrap(),
+            states.get("csi-1/../x").unwrap()
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [journal::JOURNAL_FILE],
+            "one file, inside the state dir"
+        );
     }
 
-    fn record_like(states: &VolumeStates) -> VolumeRecord {
-        (*states.get("csi-1/../x").unwrap()).clone()
+    #[test]
+    fn the_journal_is_rewritten_once_dead_lines_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let states = VolumeStates::load(Some(dir.path().into())).unwrap();
+        states.put(record("kept")).unwrap();
+        for n in 0..1000 {
+            states.put(record(&format!("v{n}"))).unwrap();
+            states.remove(&format!("v{n}")).unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join(journal::JOURNAL_FILE)).unwrap();
+        let lines = text.lines().count();
+        assert!(lines <= 2 + 256 + 1, "{lines} lines for one live record");
+        let records = journal::read_records(dir.path()).unwrap();
+        assert_eq!(records.keys().collect::<Vec<_>>(), ["kept"]);
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let states = VolumeStates::load(Some(dir.path().into())).unwrap();
+        states.put(record("a")).unwrap();
+        states.put(record("b")).unwrap();
+        drop(states);
+        let path = dir.path().join(journal::JOURNAL_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The process died in the middle of appending b's removal.
+        std::fs::write(&path, format!("{text}{{\"remove\":\"b")).unwrap();
+
+        let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+        assert_eq!(reloaded.len(), 2);
+        let rewritten = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            rewritten.lines().count(),
+            2,
+            "the torn line is gone: {rewritten}"
+        );
     }
 }
