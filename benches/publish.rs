@@ -49,6 +49,56 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process has used so far, user and system, in clock ticks (`/proc/<pid>/stat`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    user: u64,
+    system: u64,
+}
+
+impl Cpu {
+    fn of(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which may hold spaces) start at the state, field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        Self {
+            user: fields[11].parse().unwrap(),
+            system: fields[12].parse().unwrap(),
+        }
+    }
+
+    fn add_since(&mut self, before: Self, after: Self) {
+        self.user += after.user - before.user;
+        self.system += after.system - before.system;
+    }
+
+    /// Microseconds per call, with the kernel's 100 ticks a second.
+    fn per_call(self, calls: usize) -> (f64, f64) {
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / calls as f64;
+        (us(self.user), us(self.system))
+    }
+}
+
+/// Idle and total clock ticks of all CPUs so far (`/proc/stat`).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    (ticks[3] + ticks[4], ticks.iter().take(8).sum())
+}
+
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     println!(
@@ -149,14 +199,36 @@ async fn main() {
 
     // 1. First publishes (mount tmpfs, call the plugin, validate, write, record state).
     let mut first = Vec::new();
+    let (mut node_cpu, mut driver_cpu, mut wall) = (Cpu::default(), Cpu::default(), Duration::ZERO);
+    let (mut idle, mut total) = (0, 0);
     let mut done = 0;
     while done < s.volumes {
         let batch = (s.volumes - done).min(110);
+        let (node_before, driver_before) = (Cpu::of(node.pid()), Cpu::of(std::process::id()));
+        let machine_before = machine_ticks();
+        let started = Instant::now();
         first.extend(publish_all(&node, &pods, done..done + batch, s.concurrency).await);
+        wall += started.elapsed();
+        let machine_after = machine_ticks();
+        idle += machine_after.0 - machine_before.0;
+        total += machine_after.1 - machine_before.1;
+        node_cpu.add_since(node_before, Cpu::of(node.pid()));
+        driver_cpu.add_since(driver_before, Cpu::of(std::process::id()));
         unpublish_all(&node, &pods, done..done + batch, s.concurrency).await;
         done += batch;
     }
     report("NodePublishVolume (mount)", first);
+    let ((node_user, node_system), (driver_user, driver_system)) =
+        (node_cpu.per_call(s.volumes), driver_cpu.per_call(s.volumes));
+    println!(
+        "  CPUs idle {:.0} % of the time while publishing",
+        idle as f64 * 100.0 / total.max(1) as f64
+    );
+    println!(
+        "  throughput {:.0}/s; CPU per publish: node {node_user:.0} µs user + {node_system:.0} µs system, \
+         load driver and plugin {driver_user:.0} µs user + {driver_system:.0} µs system",
+        s.volumes as f64 / wall.as_secs_f64()
+    );
 
     // 2. 110 volumes mounted (kubelet's default max pods), then kubelet-style republishes.
     publish_all(&node, &pods, 0..110, s.concurrency).await;
