@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use crate::redact::Redacted;
@@ -81,8 +81,12 @@ pub fn write(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
     let new_names = top_level_names(files.iter().map(|f| f.path.as_str()));
     for name in &new_names {
         let link = target.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            symlink(Path::new(DATA_LINK).join(name), &link).map_err(at("create symlink", &link))?;
+        // A name kept from the previous generation already points through `..data`.
+        match symlink(Path::new(DATA_LINK).join(name), &link) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(at("create symlink", &link)(e));
+            }
+            _ => {}
         }
     }
     if let Some(old) = old_dir {
@@ -131,8 +135,17 @@ fn write_file(root: &Path, file: &Payload) -> Result<(), WriteError> {
             .create(parent)
             .map_err(at("create directory", parent))?;
     }
-    fs::write(&path, file.contents.expose()).map_err(at("write", &path))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
+    // The generation directory is new: a name that exists already is an error, never followed.
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(at("write", &path))?;
+    out.write_all(file.contents.expose())
+        .map_err(at("write", &path))?;
+    // The umask may have narrowed the mode; set it on the open file.
+    out.set_permissions(fs::Permissions::from_mode(file.mode))
         .map_err(at("chmod", &path))?;
     Ok(())
 }

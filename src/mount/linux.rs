@@ -25,10 +25,12 @@ pub fn mount_tmpfs(target: &Path, size_limit: Option<u64>) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// Unmounts `target`. A path that is not mounted (or does not exist) is not an error.
-pub fn unmount(target: &Path) -> io::Result<()> {
-    match umount2(target, MntFlags::empty()) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+/// Unmounts the top mount at `target`, never following a symlink there. Returns `false` when
+/// nothing was mounted at `target` (or it does not exist), which is not an error.
+pub fn unmount(target: &Path) -> io::Result<bool> {
+    match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

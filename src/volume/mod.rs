@@ -1,6 +1,7 @@
 //! Publishing and unpublishing volumes: the orchestration between class lookup, providers,
 //! the tmpfs mount, the atomic writer and the pod status object.
 
+mod blocking;
 pub mod context;
 pub mod events;
 mod fetch;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::VolumeService;
+use super::blocking::off_runtime;
 use super::context::VolumeContext;
 use super::pod_status::{self, PodStatusInput};
 use super::service::{REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
@@ -255,11 +256,13 @@ impl VolumeService {
     /// `first` is true for a first mount (every step's failure fails it).
     async fn fill(&self, work: &Work<'_>, first: bool) -> Result<bool, PublishError> {
         let output = self.fetch(work).await?;
-        let changed = if output.files.is_empty() {
+        let (output, changed) = if output.files.is_empty() {
             // The provider wrote its files itself (upstream's legacy mode).
-            true
+            (output, true)
         } else {
-            atomic_writer::write(work.target, &output.files)? == Outcome::Written
+            // Inline: the writes go to the volume's tmpfs, memory only, nothing to wait for.
+            let written = atomic_writer::write(work.target, &output.files)?;
+            (output, written == Outcome::Written)
         };
         self.sync_secrets(work, &output, first).await?;
         if changed || first {
@@ -289,17 +292,8 @@ impl VolumeService {
     ) -> Result<PublishOutcome, PublishError> {
         let target = work.target;
         if !already_mounted {
-            std::fs::create_dir_all(target).map_err(|source| PublishError::CreateDir {
-                path: target.to_owned(),
-                source,
-            })?;
-            if let Err(source) = mount::mount_tmpfs(target, self.config.tmpfs_size) {
-                let _ = std::fs::remove_dir(target);
-                return Err(PublishError::Mount {
-                    path: target.to_owned(),
-                    source,
-                });
-            }
+            let (path, size) = (target.to_owned(), self.config.tmpfs_size);
+            off_runtime(move || mount_fresh(path, size)).await?;
         }
         match self.fill(work, true).await {
             Ok(_) => {
@@ -313,7 +307,8 @@ impl VolumeService {
             }
             Err(error) => {
                 // Nothing half-mounted stays behind.
-                if let Err(cleanup) = remove_target(target) {
+                let path = target.to_owned();
+                if let Err(cleanup) = off_runtime(move || remove_target(&path)).await {
                     tracing::error!(%cleanup, "cleanup after a failed publish failed");
                 }
                 Err(error)
@@ -377,6 +372,23 @@ impl VolumeService {
                 source,
             })
     }
+}
+
+/// Creates the target directory and mounts a fresh tmpfs on it; a failed mount removes the
+/// directory again.
+fn mount_fresh(target: PathBuf, size: Option<u64>) -> Result<(), PublishError> {
+    std::fs::create_dir_all(&target).map_err(|source| PublishError::CreateDir {
+        path: target.clone(),
+        source,
+    })?;
+    if let Err(source) = mount::mount_tmpfs(&target, size) {
+        let _ = std::fs::remove_dir(&target);
+        return Err(PublishError::Mount {
+            path: target,
+            source,
+        });
+    }
+    Ok(())
 }
 
 /// Everything one publish works with, resolved.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::VolumeService;
+use super::blocking::off_runtime;
 use crate::mount;
 
 /// A validated unpublish call.
@@ -39,7 +40,7 @@ impl VolumeService {
     /// Unmounts and removes the target; absent or unmounted targets are fine.
     #[tracing::instrument(skip_all, fields(volume.id = %req.volume_id))]
     pub async fn unpublish(&self, req: UnpublishRequest) -> Result<(), UnpublishError> {
-        let result = self.unpublish_inner(&req);
+        let result = self.unpublish_inner(&req).await;
         self.metrics.unpublish(result.is_ok());
         match &result {
             Ok(()) => tracing::info!(target.path = %req.target_path, "volume unpublished"),
@@ -48,7 +49,7 @@ impl VolumeService {
         result
     }
 
-    fn unpublish_inner(&self, req: &UnpublishRequest) -> Result<(), UnpublishError> {
+    async fn unpublish_inner(&self, req: &UnpublishRequest) -> Result<(), UnpublishError> {
         if req.volume_id.is_empty() {
             return Err(UnpublishError::MissingField("volume_id"));
         }
@@ -60,7 +61,7 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
         let target = PathBuf::from(&req.target_path);
-        remove_target(&target)?;
+        off_runtime(move || remove_target(&target)).await?;
         self.states.remove(&req.volume_id)?;
         drop(_guard);
         self.locks.forget(&req.volume_id);
@@ -76,11 +77,11 @@ pub(crate) fn remove_target(target: &std::path::Path) -> Result<(), UnpublishErr
         source,
     };
     // Stacked mounts are possible (a retried publish on an old kubelet); peel a few layers.
+    // umount(2) itself says when nothing is left (EINVAL), so no stat is needed first.
     for _ in 0..4 {
-        if !mount::is_mount_point(target).map_err(unmount_err)? {
+        if !mount::unmount(target).map_err(unmount_err)? {
             break;
         }
-        mount::unmount(target).map_err(unmount_err)?;
     }
     match std::fs::remove_dir(target) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UnpublishError::RemoveDir {
@@ -88,5 +89,44 @@ pub(crate) fn remove_target(target: &std::path::Path) -> Result<(), UnpublishErr
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpfs_at(path: &std::path::Path) {
+        std::fs::create_dir_all(path).unwrap();
+        mount::mount_tmpfs(path, Some(1 << 20)).expect("mount tmpfs (the tests run as root)");
+    }
+
+    #[test]
+    fn stacked_mounts_are_peeled_and_the_directory_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("mount");
+        tmpfs_at(&target);
+        tmpfs_at(&target);
+        remove_target(&target).unwrap();
+        assert!(!target.exists());
+        // Again, and on a path never published: nothing to do.
+        remove_target(&target).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        tmpfs_at(&elsewhere);
+        let target = dir.path().join("mount");
+        std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
+
+        let error = remove_target(&target).unwrap_err();
+        assert!(matches!(error, UnpublishError::RemoveDir { .. }), "{error}");
+        assert!(
+            mount::is_mount_point(&elsewhere).unwrap(),
+            "the mount the symlink points at is untouched"
+        );
+        assert!(mount::unmount(&elsewhere).unwrap());
     }
 }
