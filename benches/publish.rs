@@ -2,12 +2,16 @@
 //! against an in-process provider plugin, and reports NodePublishVolume latency (p50/p99),
 //! the republish fast path, and the node process's peak RSS with 110 volumes mounted.
 //!
-//! `cargo bench --bench publish -- [--volumes N] [--concurrency C]`
+//! `cargo bench --bench publish -- [--volumes N] [--concurrency C] [--disk fresh-ext4|here]`
+//!
+//! The kubelet's pods directory and keymount's state live on a freshly made ext4 (a loop
+//! device, as a node's disk) unless `--disk here` puts them in `$TMPDIR`: the figures then
+//! depend on the machine's own disk and on how many files it has seen created and deleted.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,6 +21,7 @@ use harness::plugin::{FakePlugin, Reply};
 struct Settings {
     volumes: usize,
     concurrency: usize,
+    fresh_disk: bool,
 }
 
 fn settings() -> Settings {
@@ -31,6 +36,7 @@ fn settings() -> Settings {
     Settings {
         volumes: value("--volumes", 1000),
         concurrency: value("--concurrency", 32),
+        fresh_disk: !args.windows(2).any(|w| w[0] == "--disk" && w[1] == "here"),
     }
 }
 
@@ -47,6 +53,57 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A fresh ext4 on a loop device, unmounted when dropped.
+struct FreshDisk {
+    base: tempfile::TempDir,
+}
+
+impl FreshDisk {
+    fn make() -> Self {
+        let base = tempfile::tempdir().unwrap();
+        let image = base.path().join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(4 << 30)
+            .unwrap();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .status()
+                .unwrap_or_else(|e| panic!("{program}: {e}"));
+            assert!(status.success(), "{program} {args:?}: {status}");
+        };
+        run(
+            "mkfs.ext4",
+            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
+        );
+        let mnt = base.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                mnt.as_os_str(),
+            ],
+        );
+        Self { base }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.base.path().join("mnt")
+    }
+}
+
+impl Drop for FreshDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.root())
+            .status();
+    }
 }
 
 /// CPU time a process has used so far, user and system, in clock ticks (`/proc/<pid>/stat`).
@@ -160,7 +217,11 @@ async fn unpublish_all(
 #[tokio::main]
 async fn main() {
     let s = settings();
-    let tmp = tempfile::tempdir().unwrap();
+    let disk = s.fresh_disk.then(FreshDisk::make);
+    let tmp = match &disk {
+        Some(disk) => tempfile::tempdir_in(disk.root()).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let (classes, providers, pods) = (
         tmp.path().join("classes"),
         tmp.path().join("providers"),
@@ -175,6 +236,8 @@ async fn main() {
     );
     let reply = Reply::files(&[("user", "app"), ("password", "bench-pw"), ("tls.key", "k")]);
     let _plugin = FakePlugin::start(&providers, "fake", reply).await;
+    let work_dir = tmp.path().join("node");
+    std::fs::create_dir(&work_dir).unwrap();
     let node = NodeProcess::start(NodeOptions {
         class_dir: Some(classes.clone()),
         provider_dir: Some(providers.clone()),
@@ -183,12 +246,19 @@ async fn main() {
             "--rotation-poll-interval=1h".into(),
         ],
         env: vec![("RUST_LOG".into(), "warn".into())],
+        work_dir: Some(work_dir),
         ..Default::default()
     })
     .await;
     println!(
-        "keymount publish benchmark: {} volumes, concurrency {}, 3 files per volume, release build",
-        s.volumes, s.concurrency
+        "keymount publish benchmark: {} volumes, concurrency {}, 3 files per volume, release build, pods and state on {}",
+        s.volumes,
+        s.concurrency,
+        if s.fresh_disk {
+            "a fresh ext4"
+        } else {
+            "$TMPDIR"
+        }
     );
 
     // kubelet creates each volume's parent directory (and writes its vol_data.json there)
