@@ -134,7 +134,7 @@ impl Cpu {
         self.system += after.system - before.system;
     }
 
-    /// Microseconds per call, with the kernel's 100 ticks a second.
+    /// Microseconds per call; `/proc` counts in USER_HZ, 100 a second on Linux.
     fn per_call(self, calls: usize) -> (f64, f64) {
         let us = |ticks: u64| ticks as f64 * 10_000.0 / calls as f64;
         (us(self.user), us(self.system))

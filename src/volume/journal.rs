@@ -22,12 +22,12 @@ pub const JOURNAL_FILE: &str = "volumes.jsonl";
 /// Lines beyond the live records that may pile up before a rewrite.
 const SLACK_LINES: usize = 256;
 
-/// One line of the journal.
+/// One line of the journal: owned when read, borrowed when written.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-enum Entry<R> {
+enum Entry<R, K> {
     Put(R),
-    Remove(String),
+    Remove(K),
 }
 
 /// The open journal: appends go to `file`; `lines` counts what it holds.
@@ -53,7 +53,7 @@ pub fn read_records(dir: &Path) -> io::Result<HashMap<String, VolumeRecord>> {
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_str::<Entry<VolumeRecord>>(&line) {
+        match serde_json::from_str::<Entry<VolumeRecord, String>>(&line) {
             Ok(Entry::Put(record)) => {
                 records.insert(record.volume_id.clone(), record);
             }
@@ -77,10 +77,7 @@ impl Journal {
         dir: &Path,
         records: impl IntoIterator<Item = &'a VolumeRecord>,
     ) -> io::Result<Self> {
-        let path = dir.join(JOURNAL_FILE);
-        let lines = rewrite(&path, records)?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(Self { path, file, lines })
+        Self::start(dir.join(JOURNAL_FILE), records)
     }
 
     /// The journal's path, for error messages.
@@ -90,12 +87,12 @@ impl Journal {
 
     /// Appends the record of a published volume.
     pub(super) fn put(&mut self, record: &VolumeRecord) -> io::Result<()> {
-        self.append(&Entry::Put(record))
+        self.append(&Entry::<_, &str>::Put(record))
     }
 
     /// Appends the removal of a volume.
     pub(super) fn remove(&mut self, volume_id: &str) -> io::Result<()> {
-        self.append(&Entry::<&VolumeRecord>::Remove(volume_id.to_owned()))
+        self.append(&Entry::<&VolumeRecord, _>::Remove(volume_id))
     }
 
     /// True when the journal holds enough dead lines to be worth rewriting.
@@ -108,11 +105,31 @@ impl Journal {
         &mut self,
         records: impl IntoIterator<Item = &'a VolumeRecord>,
     ) -> io::Result<()> {
-        *self = Self::create(self.path.parent().unwrap_or(Path::new(".")), records)?;
+        *self = Self::start(self.path.clone(), records)?;
         Ok(())
     }
 
-    fn append(&mut self, entry: &Entry<&VolumeRecord>) -> io::Result<()> {
+    /// Writes `records` to a temporary file, renames it over `path` and opens it for appends.
+    fn start<'a>(
+        path: PathBuf,
+        records: impl IntoIterator<Item = &'a VolumeRecord>,
+    ) -> io::Result<Self> {
+        let tmp = path.with_extension("jsonl.tmp");
+        let mut out = io::BufWriter::new(File::create(&tmp)?);
+        let mut lines = 0;
+        for record in records {
+            serde_json::to_writer(&mut out, &Entry::<_, &str>::Put(record))
+                .map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&tmp, &path)?;
+        let file = OpenOptions::new().append(true).open(&path)?;
+        Ok(Self { path, file, lines })
+    }
+
+    fn append(&mut self, entry: &Entry<&VolumeRecord, &str>) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).expect("a record always serializes");
         line.push(b'\n');
         // One write(2) of the whole line, so concurrent readers see whole lines.
@@ -120,22 +137,4 @@ impl Journal {
         self.lines += 1;
         Ok(())
     }
-}
-
-/// Writes `records` to a temporary file and renames it over `path`; returns the line count.
-fn rewrite<'a>(
-    path: &Path,
-    records: impl IntoIterator<Item = &'a VolumeRecord>,
-) -> io::Result<usize> {
-    let tmp = path.with_extension("jsonl.tmp");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
-    let mut lines = 0;
-    for record in records {
-        serde_json::to_writer(&mut out, &Entry::Put(record)).map_err(io::Error::other)?;
-        out.write_all(b"\n")?;
-        lines += 1;
-    }
-    out.into_inner().map_err(|e| e.into_error())?;
-    std::fs::rename(&tmp, path)?;
-    Ok(lines)
 }

@@ -256,13 +256,12 @@ impl VolumeService {
     /// `first` is true for a first mount (every step's failure fails it).
     async fn fill(&self, work: &Work<'_>, first: bool) -> Result<bool, PublishError> {
         let output = self.fetch(work).await?;
-        let (output, changed) = if output.files.is_empty() {
+        let changed = if output.files.is_empty() {
             // The provider wrote its files itself (upstream's legacy mode).
-            (output, true)
+            true
         } else {
-            // Inline: the writes go to the volume's tmpfs, memory only, nothing to wait for.
-            let written = atomic_writer::write(work.target, &output.files)?;
-            (output, written == Outcome::Written)
+            // On the worker: the writes go to the volume's tmpfs, memory only.
+            atomic_writer::write(work.target, &output.files)? == Outcome::Written
         };
         self.sync_secrets(work, &output, first).await?;
         if changed || first {

@@ -116,7 +116,7 @@ impl VolumeStates {
 
     /// Forgets a volume; one that is not known writes nothing.
     pub fn remove(&self, volume_id: &str) -> Result<(), StateError> {
-        if self.get(volume_id).is_none() {
+        if !self.read().contains_key(volume_id) {
             return Ok(());
         }
         self.change(
