@@ -15,11 +15,11 @@ use crate::csi::{IdentityService, NodeService};
 use crate::fs::paths::Limits;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
+use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::{Providers, builtin};
 use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
-use crate::provider::access::OverridePolicy;
 use crate::volume::{NodeConfig, VolumeService};
 
 /// A client for the API server: from `--kubeconfig`, else in-cluster/inferred.

@@ -35,7 +35,9 @@ impl Net {
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -193,12 +195,14 @@ impl AllowedAddresses {
 
     fn host_listed(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|entry| match entry.strip_prefix("*.") {
-            Some(domain) => host
-                .strip_suffix(domain)
-                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
-            None => *entry == host,
-        })
+        self.hosts
+            .iter()
+            .any(|entry| match entry.strip_prefix("*.") {
+                Some(domain) => host
+                    .strip_suffix(domain)
+                    .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+                None => *entry == host,
+            })
     }
 
     /// True if the unix socket `path` is listed.
@@ -315,8 +319,7 @@ mod tests {
     use super::*;
 
     fn allowed(entries: &[&str]) -> AllowedAddresses {
-        AllowedAddresses::new(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>())
-            .unwrap()
+        AllowedAddresses::new(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]
@@ -372,16 +375,16 @@ mod tests {
         ]);
         assert_eq!(a.check("http://127.0.0.1:8200"), Ok(Reach::Listed));
         assert_eq!(a.check("http://10.9.8.7"), Ok(Reach::Listed));
-        assert!(a.check("http://8.8.8.8").is_err(), "public is off once listed");
+        assert!(
+            a.check("http://8.8.8.8").is_err(),
+            "public is off once listed"
+        );
         assert!(a.check("http://127.0.0.2").is_err());
         assert_eq!(a.check("https://VAULT.example.com"), Ok(Reach::Listed));
         assert_eq!(a.check("https://a.corp.example"), Ok(Reach::Listed));
         assert_eq!(a.check("https://corp.example"), Ok(Reach::Resolve));
         assert_eq!(a.check("https://xcorp.example"), Ok(Reach::Resolve));
-        assert_eq!(
-            a.check("unix:///run/vault/agent.sock"),
-            Ok(Reach::Listed)
-        );
+        assert_eq!(a.check("unix:///run/vault/agent.sock"), Ok(Reach::Listed));
         assert!(a.check("unix:///run/vault/../vault/agent.sock").is_err());
         let b = allowed(&["public", "127.0.0.1"]);
         assert!(b.check("http://8.8.8.8").is_ok());
@@ -406,6 +409,9 @@ mod tests {
         assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
         let by_ip = CheckedResolver::new(Arc::new(allowed(&["127.0.0.0/8"])));
         let addrs = by_ip.resolve_allowed("localhost").await.unwrap();
-        assert!(addrs.iter().all(|a| a.ip().is_ipv4()), "::1 is not listed: {addrs:?}");
+        assert!(
+            addrs.iter().all(|a| a.ip().is_ipv4()),
+            "::1 is not listed: {addrs:?}"
+        );
     }
 }

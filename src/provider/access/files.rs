@@ -187,9 +187,7 @@ fn open_beneath(
     extra: OFlag,
 ) -> Result<OwnedFd, FileError> {
     let how = OpenHow::new()
-        .flags(
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | extra,
-        )
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | extra)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     openat2(root.as_fd(), rest, how).map_err(|errno| match errno {
         Errno::EXDEV | Errno::ELOOP => FileError::Escapes(shown.to_owned()),
@@ -363,7 +361,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            vec![("a.pem".into(), b"A".to_vec()), ("d.pem".into(), b"CA".to_vec())]
+            vec![
+                ("a.pem".into(), b"A".to_vec()),
+                ("d.pem".into(), b"CA".to_vec())
+            ]
         );
         assert!(matches!(
             dirs.read_dir(&allowed.join("ca.pem")),

@@ -31,7 +31,11 @@ pub struct AccessArgs {
     /// Security-relevant class parameters a pod's volumeAttributes may override,
     /// comma-separated (e.g. `roleName,vaultNamespace`), or `*` for all (upstream's behaviour).
     /// Empty: they come from the class only.
-    #[arg(long, env = "KEYMOUNT_ALLOW_VOLUME_ATTRIBUTE_OVERRIDES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KEYMOUNT_ALLOW_VOLUME_ATTRIBUTE_OVERRIDES",
+        value_delimiter = ','
+    )]
     pub allow_volume_attribute_overrides: Vec<String>,
 }
 

@@ -191,7 +191,9 @@ fn tls_config(
             Some(name) => Arc::new(FixedServerName {
                 inner: webpki,
                 name: ServerName::try_from(name.clone()).map_err(|_| {
-                    general(format!("vaultTLSServerName {name:?} is not a DNS name or IP"))
+                    general(format!(
+                        "vaultTLSServerName {name:?} is not a DNS name or IP"
+                    ))
                 })?,
             }),
             None => webpki,
@@ -271,9 +273,9 @@ fn roots(
     }
     if let Some(file) = &tls.ca_cert {
         for cert in certificates(file, &read(file, files, address)?, address)? {
-            store
-                .add(cert)
-                .map_err(|e| file_error(file, format!("not a usable CA certificate: {e}"), address))?;
+            store.add(cert).map_err(|e| {
+                file_error(file, format!("not a usable CA certificate: {e}"), address)
+            })?;
         }
     }
     if let Some(dir) = &tls.ca_directory {

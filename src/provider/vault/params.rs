@@ -261,7 +261,11 @@ impl MountParameters {
                 .or_else(|| NodeFile::from_admin(default))
         };
         let tls = TlsSettings {
-            ca_cert: file("vaultCACertPath", raw.ca_cert_path, &defaults.vault_tls_ca_cert),
+            ca_cert: file(
+                "vaultCACertPath",
+                raw.ca_cert_path,
+                &defaults.vault_tls_ca_cert,
+            ),
             ca_directory: file(
                 "vaultCADirectory",
                 raw.ca_directory,
