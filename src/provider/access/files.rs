@@ -134,30 +134,41 @@ impl AllowedDirs {
             }
             names.push(PathBuf::from(name));
         }
-        names.sort();
-        let mut total = 0u64;
-        let mut files = Vec::new();
-        for name in names {
-            let shown = path.join(&name);
-            let read = open_beneath(&root, &at.rest.join(&name), &shown, OFlag::empty())
-                .and_then(|fd| read_regular(fd, &shown, MAX_FILE_BYTES));
-            match read {
-                Ok(bytes) => {
-                    total += bytes.len() as u64;
-                    if total > MAX_DIR_BYTES {
-                        return Err(FileError::TooLarge {
-                            path: path.to_owned(),
-                            max: MAX_DIR_BYTES,
-                        });
-                    }
-                    files.push((shown, bytes));
-                }
-                Err(FileError::NoOpenat2) => return Err(FileError::NoOpenat2),
-                Err(skipped) => tracing::debug!(%skipped, "CA directory entry skipped"),
-            }
-        }
-        Ok(files)
+        read_entries(path, names, |name, shown| {
+            open_beneath(&root, &at.rest.join(name), shown, OFlag::empty())
+                .and_then(|fd| read_regular(fd, shown, MAX_FILE_BYTES))
+        })
     }
+}
+
+/// Reads the entries `names` of the directory `dir` in name order with `read`, skipping the
+/// ones it refuses, within [`MAX_DIR_BYTES`].
+fn read_entries(
+    dir: &Path,
+    mut names: Vec<PathBuf>,
+    read: impl Fn(&Path, &Path) -> Result<Vec<u8>, FileError>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
+    names.sort();
+    let mut total = 0u64;
+    let mut files = Vec::new();
+    for name in names {
+        let shown = dir.join(&name);
+        match read(&name, &shown) {
+            Ok(bytes) => {
+                total += bytes.len() as u64;
+                if total > MAX_DIR_BYTES {
+                    return Err(FileError::TooLarge {
+                        path: dir.to_owned(),
+                        max: MAX_DIR_BYTES,
+                    });
+                }
+                files.push((shown, bytes));
+            }
+            Err(FileError::NoOpenat2) => return Err(FileError::NoOpenat2),
+            Err(skipped) => tracing::debug!(%skipped, "CA directory entry skipped"),
+        }
+    }
+    Ok(files)
 }
 
 fn io_error(path: &Path, errno: Errno) -> FileError {
@@ -238,144 +249,26 @@ pub fn read_admin_file(path: &Path) -> Result<Vec<u8>, FileError> {
     read_regular(fd, path, MAX_FILE_BYTES)
 }
 
-/// Reads the regular files of a directory the admin named with a flag.
+/// Reads the regular files of a directory the admin named with a flag, following links as
+/// given (e.g. `/etc/ssl/certs`, whose entries link elsewhere), with the same bounds.
 pub fn read_admin_dir(path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
-    let dir = AllowedDirs {
-        dirs: vec![path.to_owned()],
+    let failed = |e: std::io::Error| FileError::Open {
+        path: path.to_owned(),
+        reason: e.kind().to_string(),
     };
-    dir.read_dir(path)
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(failed)? {
+        if names.len() == MAX_DIR_ENTRIES {
+            return Err(FileError::TooManyEntries {
+                path: path.to_owned(),
+                max: MAX_DIR_ENTRIES,
+            });
+        }
+        names.push(PathBuf::from(entry.map_err(failed)?.file_name()));
+    }
+    read_entries(path, names, |_, shown| read_admin_file(shown))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::symlink;
-
-    fn setup() -> (tempfile::TempDir, AllowedDirs) {
-        let tmp = tempfile::tempdir().unwrap();
-        let allowed = tmp.path().join("allowed");
-        std::fs::create_dir_all(allowed.join("certs")).unwrap();
-        std::fs::write(allowed.join("ca.pem"), "CA").unwrap();
-        std::fs::write(allowed.join("certs/a.pem"), "A").unwrap();
-        std::fs::write(tmp.path().join("outside.key"), "OUTSIDE SECRET").unwrap();
-        let dirs = AllowedDirs::new(&[allowed]).unwrap();
-        (tmp, dirs)
-    }
-
-    #[test]
-    fn reads_beneath_and_refuses_the_rest() {
-        let (tmp, dirs) = setup();
-        let allowed = tmp.path().join("allowed");
-        assert_eq!(dirs.read_file(&allowed.join("ca.pem")).unwrap(), b"CA");
-        // Inside links and `..` that stay inside are fine.
-        symlink("certs/a.pem", allowed.join("link.pem")).unwrap();
-        assert_eq!(dirs.read_file(&allowed.join("link.pem")).unwrap(), b"A");
-        assert_eq!(
-            dirs.read_file(&allowed.join("certs/../ca.pem")).unwrap(),
-            b"CA"
-        );
-
-        let outside = tmp.path().join("outside.key");
-        assert!(matches!(
-            dirs.read_file(&outside),
-            Err(FileError::NotAllowed(_))
-        ));
-        assert!(matches!(
-            dirs.read_file(Path::new("ca.pem")),
-            Err(FileError::NotAbsolute(_))
-        ));
-        assert!(matches!(
-            dirs.read_file(&allowed.join("../outside.key")),
-            Err(FileError::Escapes(_))
-        ));
-        symlink(&outside, allowed.join("abs.key")).unwrap();
-        symlink("../outside.key", allowed.join("rel.key")).unwrap();
-        for name in ["abs.key", "rel.key"] {
-            let err = dirs.read_file(&allowed.join(name)).unwrap_err();
-            assert!(matches!(err, FileError::Escapes(_)), "{name}: {err}");
-            assert!(!err.to_string().contains("OUTSIDE SECRET"));
-        }
-        symlink("/proc/self/root/etc/hostname", allowed.join("magic")).unwrap();
-        assert!(matches!(
-            dirs.read_file(&allowed.join("magic")),
-            Err(FileError::Escapes(_))
-        ));
-        // A sibling whose name starts like the allowed one is not beneath it.
-        std::fs::create_dir(tmp.path().join("allowed2")).unwrap();
-        std::fs::write(tmp.path().join("allowed2/x"), "X").unwrap();
-        assert!(matches!(
-            dirs.read_file(&tmp.path().join("allowed2/x")),
-            Err(FileError::NotAllowed(_))
-        ));
-    }
-
-    #[test]
-    fn nothing_is_allowed_by_default() {
-        let dirs = AllowedDirs::new(&[]).unwrap();
-        assert!(dirs.is_empty());
-        assert!(matches!(
-            dirs.read_file(Path::new("/etc/hostname")),
-            Err(FileError::NotAllowed(_))
-        ));
-        assert!(AllowedDirs::new(&[PathBuf::from("rel")]).is_err());
-    }
-
-    #[test]
-    fn only_regular_files_of_bounded_size() {
-        let (tmp, dirs) = setup();
-        let allowed = tmp.path().join("allowed");
-        let fifo = allowed.join("fifo");
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-        // Would block forever without O_NONBLOCK: no writer ever opens the FIFO.
-        assert!(matches!(
-            dirs.read_file(&fifo),
-            Err(FileError::NotRegular(_))
-        ));
-        assert!(matches!(
-            dirs.read_file(&allowed.join("certs")),
-            Err(FileError::NotRegular(_))
-        ));
-        let big = allowed.join("big.pem");
-        std::fs::File::create(&big)
-            .unwrap()
-            .set_len(MAX_FILE_BYTES + 1)
-            .unwrap();
-        assert!(matches!(
-            dirs.read_file(&big),
-            Err(FileError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn directories_skip_what_leads_out() {
-        let (tmp, dirs) = setup();
-        let allowed = tmp.path().join("allowed");
-        let certs = allowed.join("certs");
-        symlink(tmp.path().join("outside.key"), certs.join("b.pem")).unwrap();
-        nix::unistd::mkfifo(&certs.join("c.pem"), Mode::from_bits_truncate(0o600)).unwrap();
-        symlink("../ca.pem", certs.join("d.pem")).unwrap();
-        let files = dirs.read_dir(&certs).unwrap();
-        let names: Vec<_> = files
-            .iter()
-            .map(|(p, b)| (p.file_name().unwrap().to_owned(), b.clone()))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("a.pem".into(), b"A".to_vec()),
-                ("d.pem".into(), b"CA".to_vec())
-            ]
-        );
-        assert!(matches!(
-            dirs.read_dir(&allowed.join("ca.pem")),
-            Err(FileError::NotDirectory(_))
-        ));
-        for i in 0..=MAX_DIR_ENTRIES {
-            std::fs::write(certs.join(format!("{i}.pem")), "").unwrap();
-        }
-        assert!(matches!(
-            dirs.read_dir(&certs),
-            Err(FileError::TooManyEntries { .. })
-        ));
-    }
-}
+#[path = "files_tests.rs"]
+mod tests;
