@@ -174,7 +174,7 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
         class_dir: Some(classes),
         args: vec![
             allowed_dirs,
-            "--allow-volume-attribute-overrides=roleName".into(),
+            "--allow-volume-attribute-overrides=roleName,vaultCACertPath,vaultAddress".into(),
         ],
         ..Default::default()
     })
@@ -189,10 +189,23 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
         std::fs::read_to_string(target.join("p")).unwrap(),
         "tenant-secret-1"
     );
-    let (still, _) = publish("app", &[("vaultAddress", "http://169.254.169.254")]);
+    let (still, _) = publish("app", &[("audience", "other")]);
     expect_refused(
         client.node_publish_volume(still).await.unwrap_err(),
-        "vaultAddress",
+        "audience",
+    );
+    // An allowed override is still held to the node's limits: the file and address rules
+    // apply to what the pod names as to what a class names.
+    let (shadow, _) = publish("app", &[("vaultCACertPath", "/etc/shadow")]);
+    let status = client.node_publish_volume(shadow).await.unwrap_err();
+    expect_refused(status.clone(), "vaultCACertPath");
+    assert!(status.message().contains("allowed-file-dirs"), "{status:?}");
+    let (metadata, _) = publish("app", &[("vaultAddress", "http://169.254.169.254")]);
+    let status = client.node_publish_volume(metadata).await.unwrap_err();
+    expect_refused(status.clone(), "vaultAddress");
+    assert!(
+        status.message().contains("allowed-store-addresses"),
+        "{status:?}"
     );
     client
         .node_unpublish_volume(unpublish_request(&request.volume_id, &target))
