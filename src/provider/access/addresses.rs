@@ -59,11 +59,26 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Addresses never reached unless listed: this host (loopback, unspecified), link-local
-/// (169.254.169.254 and the EKS Pod Identity agent 169.254.170.23 live there), multicast,
-/// broadcast, and AWS's IPv6 metadata range `fd00:ec2::/32`.
+/// Cloud metadata endpoints outside the link-local range: AWS's IPv6 range `fd00:ec2::/32`
+/// (IMDS and the Pod Identity agent), GCP's IPv6 `fd20:ce::254`, Alibaba's `100.100.100.200`.
+const METADATA: [(IpAddr, u8); 3] = [
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0)),
+        32,
+    ),
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)),
+        128,
+    ),
+    (IpAddr::V4(std::net::Ipv4Addr::new(100, 100, 100, 200)), 32),
+];
+
+/// Addresses never reached unless listed: this host (loopback, unspecified, `0.0.0.0/8`),
+/// link-local (169.254.169.254 and the EKS Pod Identity agent 169.254.170.23 live there),
+/// multicast, broadcast, and the [`METADATA`] endpoints.
 pub fn is_special(ip: IpAddr) -> bool {
-    match canonical(ip) {
+    let ip = canonical(ip);
+    let this_host_or_local = match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()
                 || v4.is_link_local()
@@ -73,17 +88,16 @@ pub fn is_special(ip: IpAddr) -> bool {
                 || v4.octets()[0] == 0
         }
         IpAddr::V6(v6) => {
-            let aws_metadata = Net {
-                addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0)),
-                prefix: 32,
-            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || v6.is_unicast_link_local()
-                || aws_metadata.contains(IpAddr::V6(v6))
         }
-    }
+    };
+    this_host_or_local
+        || METADATA
+            .iter()
+            .any(|&(addr, prefix)| Net { addr, prefix }.contains(ip))
 }
 
 /// Why an address is refused.
