@@ -349,6 +349,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
             limits: Limits::default(),
             provider_timeout: Duration::from_secs(10),
             rotation_interval: Some(Duration::from_secs(3600)),
+            overrides: Default::default(),
         },
         Arc::new(DirectoryClasses::new(classes)),
         Arc::new(Providers::new(PluginClients::new(PluginSettings {

@@ -132,6 +132,9 @@ pub struct NodeArgs {
     pub builtin_providers: Vec<String>,
 
     #[command(flatten)]
+    pub access: crate::provider::access::AccessArgs,
+
+    #[command(flatten)]
     pub vault: crate::provider::vault::VaultArgs,
 
     #[command(flatten)]
@@ -206,6 +209,12 @@ mod tests {
         assert!(
             !args.enable_secret_sync,
             "the Secret sync is off unless asked for"
+        );
+        assert!(
+            args.access.allowed_file_dirs.is_empty()
+                && args.access.allowed_store_addresses.is_empty()
+                && args.access.allow_volume_attribute_overrides.is_empty(),
+            "no file parameters, default addresses, no overrides unless the admin lists them"
         );
     }
 }

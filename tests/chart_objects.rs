@@ -264,6 +264,21 @@ fn the_daemonset_passes_only_flags_keymount_node_knows() {
     }
     let none = objects(&render::render(&value_sets()[3].1, "v1.33.0"));
     assert!(args(keymount_container(&none)).contains(&"--builtin-providers="));
+    let d = args(keymount_container(&default));
+    assert!(
+        !d.iter()
+            .any(|f| f.starts_with("--allowed-") || f.starts_with("--allow-")),
+        "no file dirs, default addresses, no overrides by default: {d:?}"
+    );
+    let extras = objects(&render::render(&value_sets()[4].1, "v1.33.0"));
+    let a = args(keymount_container(&extras));
+    for flag in [
+        "--allowed-file-dirs=/etc/keymount/vault-ca,/etc/keymount/mtls",
+        "--allowed-store-addresses=public,10.0.0.0/8,unix:///var/run/vault/agent.sock",
+        "--allow-volume-attribute-overrides=roleName",
+    ] {
+        assert!(a.contains(&flag), "{flag} missing from {a:?}");
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use serde_json::json;
 use support::kube::TestKube;
 use support::openbao::OpenBao;
 use tonic::Code;
-use vault_support::{Signer, input, jwt_setup, provider, text, tokens_json};
+use vault_support::{Signer, input, jwt_setup, provider, provider_with, text, tokens_json};
 
 #[tokio::test]
 async fn kubernetes_auth_with_a_pod_bound_token() {
@@ -114,6 +114,16 @@ async fn tls_mount(
     tokens: &str,
     extra: &[(&str, &str)],
 ) -> Result<String, keymount::provider::ProviderError> {
+    tls_mount_with(bao, tokens, extra, &[]).await
+}
+
+/// A mount over TLS whose class may name files beneath `dirs`.
+async fn tls_mount_with(
+    bao: &OpenBao,
+    tokens: &str,
+    extra: &[(&str, &str)],
+    dirs: &[&std::path::Path],
+) -> Result<String, keymount::provider::ProviderError> {
     let objects = "- {objectName: p, secretPath: secret/data/app, secretKey: password}";
     let mut params = vec![
         ("vaultAddress", bao.addr()),
@@ -122,7 +132,7 @@ async fn tls_mount(
         ("objects", objects),
     ];
     params.extend_from_slice(extra);
-    provider()
+    provider_with(dirs, &["127.0.0.1"])
         .mount(&input("shop", "web", tokens, &params))
         .await
         .map(|o| text(&o, "p"))
@@ -145,19 +155,21 @@ async fn tls_ca_path_ca_dir_server_name_and_skip_verify() {
     bao.kv2_put("secret", "app", json!({"password": "over-tls"}))
         .await;
     let tokens = tokens_json("vault", &signer.token("shop", "web", "vault"));
-    let ca = bao.ca_cert_path().unwrap().display().to_string();
-    let ca_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(&ca, ca_dir.path().join("bao-ca.pem")).unwrap();
-    let ca_dir = ca_dir.path().display().to_string();
+    let ca_path = bao.ca_cert_path().unwrap();
+    let ca = ca_path.display().to_string();
+    let ca_tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(&ca, ca_tmp.path().join("bao-ca.pem")).unwrap();
+    let ca_dir = ca_tmp.path().display().to_string();
+    let allowed = [ca_path.parent().unwrap(), ca_tmp.path()];
 
     assert_eq!(
-        tls_mount(&bao, &tokens, &[("vaultCACertPath", &ca)])
+        tls_mount_with(&bao, &tokens, &[("vaultCACertPath", &ca)], &allowed)
             .await
             .unwrap(),
         "over-tls"
     );
     assert_eq!(
-        tls_mount(&bao, &tokens, &[("vaultCADirectory", &ca_dir)])
+        tls_mount_with(&bao, &tokens, &[("vaultCADirectory", &ca_dir)], &allowed)
             .await
             .unwrap(),
         "over-tls"
@@ -172,7 +184,12 @@ async fn tls_ca_path_ca_dir_server_name_and_skip_verify() {
         ("vaultCACertPath", ca.as_str()),
         ("vaultTLSServerName", "localhost"),
     ];
-    assert_eq!(tls_mount(&bao, &tokens, &named).await.unwrap(), "over-tls");
+    assert_eq!(
+        tls_mount_with(&bao, &tokens, &named, &allowed)
+            .await
+            .unwrap(),
+        "over-tls"
+    );
 
     let err = tls_mount(&bao, &tokens, &[]).await.unwrap_err();
     assert_eq!(
@@ -184,17 +201,23 @@ async fn tls_ca_path_ca_dir_server_name_and_skip_verify() {
         ("vaultCACertPath", ca.as_str()),
         ("vaultTLSServerName", "wrong.example.com"),
     ];
-    let err = tls_mount(&bao, &tokens, &wrong).await.unwrap_err();
+    let err = tls_mount_with(&bao, &tokens, &wrong, &allowed)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.code(),
         Code::Unavailable,
         "wrong server name must fail: {err}"
     );
-    let err = tls_mount(&bao, &tokens, &[("vaultCACertPath", "/nonexistent/ca.pem")])
+    let missing = format!("{ca_dir}/missing.pem");
+    let err = tls_mount_with(&bao, &tokens, &[("vaultCACertPath", &missing)], &allowed)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
-    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("vaultCACertPath") && err.to_string().contains(&missing),
+        "{err}"
+    );
 }
 
 /// A `MakeWriter` that keeps every log line in memory.

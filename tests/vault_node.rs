@@ -159,6 +159,8 @@ async fn fetch_and_csi_commands() {
             "web",
             "--builtin-providers",
             "vault",
+            "--allowed-store-addresses",
+            "127.0.0.1",
         ])
         .output()
         .unwrap();

@@ -12,6 +12,7 @@ use crate::class::SecretProviderClass;
 use crate::cli::NodeArgs;
 use crate::fs::atomic_writer;
 use crate::fs::paths::Limits;
+use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::vault::VaultArgs;
@@ -61,6 +62,9 @@ pub struct FetchArgs {
     pub builtin_providers: Vec<String>,
 
     #[command(flatten)]
+    pub access: crate::provider::access::AccessArgs,
+
+    #[command(flatten)]
     pub vault: VaultArgs,
 
     #[command(flatten)]
@@ -87,6 +91,7 @@ fn node_defaults(args: &FetchArgs) -> anyhow::Result<NodeArgs> {
     let matches = command.try_get_matches_from(["node", "--nodeid", "keymount-fetch"])?;
     let mut node = NodeArgs::from_arg_matches(&matches)?;
     node.builtin_providers = args.builtin_providers.clone();
+    node.access = args.access.clone();
     node.vault = args.vault.clone();
     node.aws = args.aws.clone();
     Ok(node)
@@ -140,7 +145,12 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let input = MountInput {
         class: class_id.clone(),
-        attributes: mount_attributes(parameters, &context),
+        attributes: mount_attributes(
+            parameters,
+            &context,
+            (&provider_name, provider.as_ref()),
+            &OverridePolicy::default(),
+        )?,
         tokens,
         secrets: Redacted::new(BTreeMap::new()),
         target_path: args.out.clone(),

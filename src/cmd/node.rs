@@ -15,6 +15,7 @@ use crate::csi::{IdentityService, NodeService};
 use crate::fs::paths::Limits;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
+use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::{Providers, builtin};
 use crate::sync::SecretSync;
@@ -82,6 +83,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         rotation_interval: args
             .enable_secret_rotation
             .then_some(args.rotation_poll_interval),
+        overrides: OverridePolicy::new(&args.access.allow_volume_attribute_overrides),
     };
     let sync = match (&kube, args.enable_secret_sync) {
         (Some(client), true) => Some(SecretSync::new(client.clone(), metrics.clone())),

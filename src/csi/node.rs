@@ -42,7 +42,8 @@ impl From<PublishError> for Status {
             | PublishError::Context(_)
             | PublishError::Tokens(_)
             | PublishError::ClassWithoutProvider { .. }
-            | PublishError::ClassWithoutParameters { .. } => Code::InvalidArgument,
+            | PublishError::ClassWithoutParameters { .. }
+            | PublishError::VolumeAttribute { .. } => Code::InvalidArgument,
             PublishError::Busy(_) => Code::Aborted,
             PublishError::LookupClass(LookupError::NotFound { .. }) => Code::NotFound,
             PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,

@@ -10,13 +10,17 @@ pub fn register(
     args: &NodeArgs,
     kube: Option<kube::Client>,
 ) -> anyhow::Result<Providers> {
+    let access = super::access::Access::from_args(&args.access).map_err(anyhow::Error::msg)?;
     for name in &args.builtin_providers {
         match name.as_str() {
             "" => {}
             "vault" => {
                 providers = providers.with_builtin(
                     "vault",
-                    std::sync::Arc::new(super::vault::VaultProvider::new(args.vault.clone())),
+                    std::sync::Arc::new(super::vault::VaultProvider::new(
+                        args.vault.clone(),
+                        access.clone(),
+                    )),
                 );
             }
             "aws" => {

@@ -2,6 +2,7 @@
 //! external plugin speaking the upstream `v1alpha1.CSIDriverProvider` API on a unix socket;
 //! both sit behind the [`Provider`] trait, so publish code cannot tell them apart.
 
+pub mod access;
 pub mod aws;
 pub mod builtin;
 pub mod plugin;
@@ -117,6 +118,12 @@ impl ProviderError {
 pub trait Provider: Send + Sync + fmt::Debug {
     /// Fetches the objects a class names, with the pod's own identity.
     async fn mount(&self, input: &MountInput) -> Result<MountOutput, ProviderError>;
+
+    /// Class parameters a pod's `volumeAttributes` may not override unless the admin allows
+    /// it (`--allow-volume-attribute-overrides`). External plugins: none, as upstream.
+    fn class_only_parameters(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Why no provider could be found for a class.

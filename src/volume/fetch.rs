@@ -5,15 +5,26 @@ use std::collections::BTreeMap;
 
 use super::publish_error::PublishError;
 use crate::fs::paths;
+use crate::provider::access::{OverrideError, OverridePolicy};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::{MountInput, MountOutput, Provider};
 
 /// Upstream's provider attributes: class parameters overlaid by every volume context entry
-/// (the tokens travel separately).
+/// (the tokens travel separately), except that a volume attribute may not change a
+/// parameter the provider keeps class-only (`Provider::class_only_parameters`) unless
+/// `overrides` allows it.
 pub fn mount_attributes(
     parameters: BTreeMap<String, String>,
     volume_context: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
+    provider: (&str, &dyn Provider),
+    overrides: &OverridePolicy,
+) -> Result<BTreeMap<String, String>, OverrideError> {
+    overrides.check(
+        provider.0,
+        provider.1.class_only_parameters(),
+        &parameters,
+        volume_context,
+    )?;
     let mut attributes = parameters;
     attributes.extend(
         volume_context
@@ -21,7 +32,7 @@ pub fn mount_attributes(
             .filter(|(k, _)| k.as_str() != TOKENS_KEY)
             .map(|(k, val)| (k.clone(), val.clone())),
     );
-    attributes
+    Ok(attributes)
 }
 
 /// Calls the provider within `timeout` and validates every returned path against `limits`:
@@ -61,4 +72,54 @@ pub async fn fetch_checked(
         source,
     })?;
     Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::access::Access;
+    use crate::provider::aws::{AwsArgs, AwsProvider};
+    use crate::provider::vault::{VaultArgs, VaultProvider};
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn built_in_providers_keep_security_parameters_class_only() {
+        let vault = VaultProvider::new(VaultArgs::default(), Access::default());
+        let aws = AwsProvider::new(AwsArgs::default(), None, "node-1");
+        let none = OverridePolicy::default();
+        let cases: [(&str, &dyn Provider, &str, &str); 5] = [
+            ("vault", &vault, "vaultAddress", "http://169.254.169.254"),
+            ("vault", &vault, "roleName", "admin"),
+            ("vault", &vault, "vaultCACertPath", "/etc/shadow"),
+            ("aws", &aws, "region", "eu-west-1"),
+            ("aws", &aws, "usePodIdentity", "true"),
+        ];
+        for (name, provider, attribute, value) in cases {
+            let class = map(&[("objects", "- x")]);
+            let pod = map(&[(attribute, value), (TOKENS_KEY, "{}")]);
+            let err = mount_attributes(class.clone(), &pod, (name, provider), &none).unwrap_err();
+            assert_eq!(err.attribute, attribute);
+            let allowed = OverridePolicy::new(&[attribute.to_owned()]);
+            let merged = mount_attributes(class, &pod, (name, provider), &allowed).unwrap();
+            assert_eq!(merged[attribute], value);
+            assert!(!merged.contains_key(TOKENS_KEY), "tokens travel separately");
+        }
+        // `objects` (and AWS's pathTranslation) stay the pod's, as upstream.
+        for (name, provider) in [("vault", &vault as &dyn Provider), ("aws", &aws)] {
+            let merged = mount_attributes(
+                map(&[("objects", "- class")]),
+                &map(&[("objects", "- pod"), ("pathTranslation", "False")]),
+                (name, provider),
+                &none,
+            )
+            .unwrap();
+            assert_eq!(merged["objects"], "- pod");
+        }
+    }
 }

@@ -192,7 +192,16 @@ impl VolumeService {
                     source,
                 })?;
 
-        let attributes = mount_attributes(parameters, &req.volume_context);
+        let attributes = mount_attributes(
+            parameters,
+            &req.volume_context,
+            (&name, provider.as_ref()),
+            &self.config.overrides,
+        )
+        .map_err(|source| PublishError::VolumeAttribute {
+            class: class_id.clone(),
+            source,
+        })?;
         let input = MountInput {
             class: class_id.clone(),
             attributes,

@@ -7,6 +7,7 @@ use super::state::StateError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
 use crate::fs::paths::PathError;
+use crate::provider::access::OverrideError;
 use crate::provider::tokens::TokensError;
 use crate::provider::{ProviderError, ResolveError};
 use crate::sync::SyncError;
@@ -39,6 +40,12 @@ pub enum PublishError {
         class: String,
         #[source]
         source: ResolveError,
+    },
+    #[error("SecretProviderClass {class}: {source}")]
+    VolumeAttribute {
+        class: String,
+        #[source]
+        source: OverrideError,
     },
     #[error("SecretProviderClass {class}: provider {provider:?} failed: {source}")]
     Provider {
@@ -107,7 +114,8 @@ impl PublishError {
             | Self::NotReadonly
             | Self::BadTarget(_)
             | Self::Context(_)
-            | Self::Tokens(_) => "InvalidArgument",
+            | Self::Tokens(_)
+            | Self::VolumeAttribute { .. } => "InvalidArgument",
             Self::Busy(_) => "Busy",
             Self::LookupClass(_)
             | Self::ClassWithoutProvider { .. }

@@ -7,6 +7,7 @@ use crate::class::ClassSource;
 use crate::fs::paths::Limits;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
+use crate::provider::access::OverridePolicy;
 use crate::sync::SecretSync;
 
 use super::events::PodEvents;
@@ -32,6 +33,8 @@ pub struct NodeConfig {
     pub provider_timeout: Duration,
     /// Republish interval; `None` disables rotation (a republish of a mounted volume is a no-op).
     pub rotation_interval: Option<Duration>,
+    /// Which class parameters a pod's volume attributes may override.
+    pub overrides: OverridePolicy,
 }
 
 /// Publishes and unpublishes volumes.

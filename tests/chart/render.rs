@@ -162,6 +162,9 @@ pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
                 "podDisruptionBudget": {"enabled": true},
                 "imagePullSecrets": [{"name": "regcred"}],
                 "builtinProviders": {"vault": {"address": "https://vault.example:8200"}},
+                "allowedFileDirs": ["/etc/keymount/vault-ca", "/etc/keymount/mtls"],
+                "allowedStoreAddresses": ["public", "10.0.0.0/8", "unix:///var/run/vault/agent.sock"],
+                "allowVolumeAttributeOverrides": ["roleName"],
                 "linux": {
                     "kubeletRootDir": "/var/snap/microk8s/common/var/lib/kubelet",
                     "additionalProvidersDirs": [],

@@ -100,6 +100,15 @@ impl NodeProcess {
         if let Some(kubeconfig) = &options.kubeconfig {
             cmd.arg(format!("--kubeconfig={}", kubeconfig.display()));
         }
+        if !options
+            .args
+            .iter()
+            .any(|a| a.starts_with("--allowed-store-addresses"))
+        {
+            // OpenBao, moto and test servers listen on loopback, which a class may not name
+            // unless the admin allows it.
+            cmd.arg("--allowed-store-addresses=127.0.0.1");
+        }
         cmd.args(&options.args);
         for (k, v) in &options.env {
             cmd.env(k, v);

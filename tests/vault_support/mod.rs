@@ -2,10 +2,11 @@
 //! JWT auth set up on an OpenBao server, and mount inputs built like publish builds them.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
+use keymount::provider::access::{Access, AccessArgs};
 use keymount::provider::vault::{VaultArgs, VaultProvider};
 use serde_json::{Value, json};
 
@@ -148,9 +149,22 @@ pub async fn jwt_setup(
     .await;
 }
 
-/// A provider with default node flags.
+/// A provider with default node flags, allowed to reach OpenBao on loopback (as
+/// `--allowed-store-addresses=127.0.0.1`) and no node file.
 pub fn provider() -> VaultProvider {
-    VaultProvider::new(VaultArgs::default())
+    provider_with(&[], &["127.0.0.1"])
+}
+
+/// A provider whose classes may name files beneath `dirs` and the store `addresses`
+/// (`--allowed-file-dirs`, `--allowed-store-addresses`).
+pub fn provider_with(dirs: &[&Path], addresses: &[&str]) -> VaultProvider {
+    let access = Access::from_args(&AccessArgs {
+        allowed_file_dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
+        allowed_store_addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        allow_volume_attribute_overrides: Vec::new(),
+    })
+    .unwrap();
+    VaultProvider::new(VaultArgs::default(), access)
 }
 
 /// Kubelet's tokens JSON for one audience.

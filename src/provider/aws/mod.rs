@@ -360,4 +360,8 @@ impl Provider for AwsProvider {
     async fn mount(&self, input: &MountInput) -> Result<MountOutput, ProviderError> {
         self.mount_inner(input).await.map_err(ProviderError::from)
     }
+
+    fn class_only_parameters(&self) -> &'static [&'static str] {
+        params::CLASS_ONLY
+    }
 }

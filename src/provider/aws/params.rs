@@ -80,6 +80,17 @@ pub struct MountParameters {
     pub service_account: Option<String>,
 }
 
+/// The parameters a pod's `volumeAttributes` may not override unless the admin allows it:
+/// where and as whom keymount asks AWS. `objects` and `pathTranslation` (what to read with
+/// the pod's own role, and how to name the files) stay overridable, as upstream.
+pub const CLASS_ONLY: &[&str] = &[
+    "region",
+    "failoverRegion",
+    "usePodIdentity",
+    "preferredAddressType",
+    "roleArn",
+];
+
 /// The class parameters the provider reads; every other attribute is ignored.
 #[derive(Debug, Default, Deserialize)]
 struct RawParameters {

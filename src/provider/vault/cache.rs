@@ -174,6 +174,7 @@ mod tests {
         Identity {
             connection: Connection {
                 address: "http://127.0.0.1:8200".into(),
+                from_class: true,
                 namespace: None,
                 tls: TlsSettings::default(),
             },

@@ -1,9 +1,11 @@
 //! HTTP to Vault: reqwest over rustls (ring), one client per connection settings, honouring
 //! the CA file/directory, TLS server name, skip-verify, client certificate and the
 //! `X-Vault-Namespace` header. Returns raw status and body; callers classify them.
+//! An address a class names is reached through a resolver that drops refused addresses
+//! (`--allowed-store-addresses`), without proxies or redirects; the files a class names are
+//! read beneath `--allowed-file-dirs` (`crate::provider::access`).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::error::VaultError;
-use super::params::{Connection, TlsSettings};
+use super::params::{Connection, NodeFile, TlsSettings};
+use crate::provider::access::{Access, CheckedResolver, addresses, files};
 use crate::redact::Redacted;
 
 /// One request to Vault.
@@ -34,16 +37,30 @@ pub struct VaultResponse {
     pub body: Redacted<Vec<u8>>,
 }
 
+/// What one HTTP client is built for: the unix socket (if any), the TLS settings, and
+/// whether the address came from a class (checked resolver).
+type ClientKey = (String, TlsSettings, bool);
+
 /// Builds and reuses HTTP clients per TLS settings and transport.
 #[derive(Debug, Default)]
 pub struct VaultHttp {
-    clients: Mutex<HashMap<(String, TlsSettings), reqwest::Client>>,
+    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    access: Access,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl VaultHttp {
+    /// Clients that read class-named files and reach class-named addresses only as `access`
+    /// allows.
+    pub fn new(access: Access) -> Self {
+        Self {
+            clients: Mutex::default(),
+            access,
+        }
+    }
+
     /// Sends one request. Transport failures are `Unavailable`; HTTP statuses are returned.
     pub async fn send(
         &self,
@@ -62,9 +79,15 @@ impl VaultHttp {
         if let Some(body) = req.body {
             builder = builder.json(body);
         }
-        let unavailable = |e: reqwest::Error| VaultError::Unavailable {
-            target: format!("{} {}{}", req.method, conn.address, strip_query(req.path)),
-            detail: describe(&e),
+        let unavailable = |e: reqwest::Error| match addresses::refusal_in(&e) {
+            Some(refused) => VaultError::InvalidParameter {
+                name: "vaultAddress".into(),
+                reason: refused.to_string(),
+            },
+            None => VaultError::Unavailable {
+                target: format!("{} {}{}", req.method, conn.address, strip_query(req.path)),
+                detail: describe(&e),
+            },
         };
         let response = builder.send().await.map_err(unavailable)?;
         let status = response.status().as_u16();
@@ -81,7 +104,11 @@ impl VaultHttp {
             Some(path) => ("http://localhost".to_owned(), Some(path.to_owned())),
             None => (conn.address.clone(), None),
         };
-        let key = (socket.clone().unwrap_or_default(), conn.tls.clone());
+        let key = (
+            socket.clone().unwrap_or_default(),
+            conn.tls.clone(),
+            conn.from_class,
+        );
         let mut clients = self.clients.lock().unwrap();
         if let Some(client) = clients.get(&key) {
             return Ok((client.clone(), base));
@@ -90,8 +117,9 @@ impl VaultHttp {
             address: conn.address.clone(),
             reason,
         };
+        let tls = tls_config(&conn.tls, &self.access.files, &conn.address)?;
         let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(&conn.tls).map_err(tls_error)?)
+            .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // A redirect could carry the token to another host; Vault forwards internally.
@@ -99,6 +127,14 @@ impl VaultHttp {
             .user_agent(concat!("keymount/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = socket {
             builder = builder.unix_socket(path);
+        } else if conn.from_class {
+            // The connection goes to exactly the addresses the resolver let through: no
+            // proxy in between (a proxy would resolve the name itself).
+            builder = builder
+                .dns_resolver(Arc::new(CheckedResolver::new(
+                    self.access.addresses.clone(),
+                )))
+                .no_proxy();
         }
         let client = builder.build().map_err(|e| tls_error(describe(&e)))?;
         clients.insert(key, client.clone());
@@ -129,25 +165,36 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The rustls configuration for `tls`. A CA file or directory replaces the system roots, as
 /// in Vault's own client.
-fn tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
+fn tls_config(
+    tls: &TlsSettings,
+    files: &files::AllowedDirs,
+    address: &str,
+) -> Result<rustls::ClientConfig, VaultError> {
+    let general = |reason: String| VaultError::ConfigureTls {
+        address: address.to_owned(),
+        reason,
+    };
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| general(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if tls.skip_verify {
         Arc::new(AcceptAnyCertificate(
             provider.signature_verification_algorithms,
         ))
     } else {
-        let roots = Arc::new(roots(tls)?);
+        let roots = Arc::new(roots(tls, files, address)?);
         let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| general(e.to_string()))?;
         match &tls.server_name {
             Some(name) => Arc::new(FixedServerName {
                 inner: webpki,
-                name: ServerName::try_from(name.clone())
-                    .map_err(|_| format!("vaultTLSServerName {name:?} is not a DNS name or IP"))?,
+                name: ServerName::try_from(name.clone()).map_err(|_| {
+                    general(format!(
+                        "vaultTLSServerName {name:?} is not a DNS name or IP"
+                    ))
+                })?,
             }),
             None => webpki,
         }
@@ -157,37 +204,65 @@ fn tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
         .with_custom_certificate_verifier(verifier);
     match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => {
-            let certs = read_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("client key {}: {e}", key.display()))?;
+            let certs = certificates(cert, &read(cert, files, address)?, address)?;
+            let key_bytes = Redacted::new(read(key, files, address)?);
+            let key_der = PrivateKeyDer::from_pem_slice(key_bytes.expose())
+                .map_err(|_| file_error(key, "holds no PEM private key".into(), address))?;
             builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("client certificate {}: {e}", cert.display()))
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| file_error(cert, format!("does not fit the key: {e}"), address))
         }
         _ => Ok(builder.with_no_client_auth()),
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("read certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no PEM certificate in {}", path.display()));
+/// A problem with a file: an invalid parameter when a class named it, a TLS configuration
+/// error when the admin did. `reason` never quotes the file's content.
+fn file_error(file: &NodeFile, reason: String, address: &str) -> VaultError {
+    let text = format!("{}: {reason}", file.path.display());
+    match file.parameter {
+        Some(name) => VaultError::InvalidParameter {
+            name: name.to_owned(),
+            reason: text,
+        },
+        None => VaultError::ConfigureTls {
+            address: address.to_owned(),
+            reason: text,
+        },
     }
-    Ok(certs)
 }
 
-fn roots(tls: &TlsSettings) -> Result<RootCertStore, String> {
-    let mut store = RootCertStore::empty();
-    let mut add = |certs: Vec<CertificateDer<'static>>, from: &Path| {
-        for cert in certs {
-            store
-                .add(cert)
-                .map_err(|e| format!("CA certificate in {}: {e}", from.display()))?;
-        }
-        Ok::<_, String>(())
+/// Reads `file`: beneath the allowed directories when a class named it.
+fn read(file: &NodeFile, files: &files::AllowedDirs, address: &str) -> Result<Vec<u8>, VaultError> {
+    let read = match file.parameter {
+        Some(_) => files.read_file(&file.path),
+        None => files::read_admin_file(&file.path),
     };
+    read.map_err(|e| file_error(file, e.to_string(), address))
+}
+
+/// The PEM certificates in `bytes` (from `file`); an error never quotes them.
+fn certificates(
+    file: &NodeFile,
+    bytes: &[u8],
+    address: &str,
+) -> Result<Vec<CertificateDer<'static>>, VaultError> {
+    parse_certs(bytes).ok_or_else(|| file_error(file, "holds no PEM certificate".into(), address))
+}
+
+fn parse_certs(bytes: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!certs.is_empty()).then_some(certs)
+}
+
+fn roots(
+    tls: &TlsSettings,
+    files: &files::AllowedDirs,
+    address: &str,
+) -> Result<RootCertStore, VaultError> {
+    let mut store = RootCertStore::empty();
     if tls.ca_cert.is_none() && tls.ca_directory.is_none() {
         let native = rustls_native_certs::load_native_certs();
         let (added, _) = store.add_parsable_certificates(native.certs);
@@ -197,22 +272,34 @@ fn roots(tls: &TlsSettings) -> Result<RootCertStore, String> {
         return Ok(store);
     }
     if let Some(file) = &tls.ca_cert {
-        add(read_certs(file)?, file)?;
+        for cert in certificates(file, &read(file, files, address)?, address)? {
+            store.add(cert).map_err(|e| {
+                file_error(file, format!("not a usable CA certificate: {e}"), address)
+            })?;
+        }
     }
     if let Some(dir) = &tls.ca_directory {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("read CA directory {}: {e}", dir.display()))?;
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if path.is_file()
-                && let Ok(certs) = read_certs(&path)
-            {
-                add(certs, &path)?;
+        let entries = match dir.parameter {
+            Some(_) => files.read_dir(&dir.path),
+            None => files::read_admin_dir(&dir.path),
+        }
+        .map_err(|e| file_error(dir, e.to_string(), address))?;
+        for (_, bytes) in entries {
+            if let Some(certs) = parse_certs(&bytes) {
+                store.add_parsable_certificates(certs);
             }
         }
     }
     if store.is_empty() {
-        return Err("no CA certificate found in vaultCACertPath / vaultCADirectory".into());
+        let file = tls.ca_cert.as_ref().or(tls.ca_directory.as_ref());
+        let reason = "no CA certificate found in vaultCACertPath / vaultCADirectory";
+        return Err(match file {
+            Some(f) => file_error(f, reason.into(), address),
+            None => VaultError::ConfigureTls {
+                address: address.to_owned(),
+                reason: reason.into(),
+            },
+        });
     }
     Ok(store)
 }

@@ -18,6 +18,7 @@ use self::client::VaultHttp;
 use self::error::VaultError;
 use self::fetch::{RequestKey, Secret};
 use self::params::MountParameters;
+use super::access::Access;
 use super::{MountInput, MountOutput, Provider, ProviderError};
 
 /// Node-level defaults of the Vault provider (env < flags < class parameters), named as
@@ -101,23 +102,29 @@ pub struct Shared {
 #[derive(Debug)]
 pub struct VaultProvider {
     defaults: VaultArgs,
+    access: Access,
     shared: Arc<Shared>,
 }
 
 impl VaultProvider {
-    /// A provider with these node defaults.
-    pub fn new(defaults: VaultArgs) -> Self {
+    /// A provider with these node defaults; class-named files and addresses only as `access`
+    /// allows.
+    pub fn new(defaults: VaultArgs, access: Access) -> Self {
         let shared = Arc::new(Shared {
-            http: VaultHttp::default(),
+            http: VaultHttp::new(access.clone()),
             tokens: TokenCache::new(defaults.vault_cache_size),
             reads: InFlight::default(),
             concurrency: defaults.vault_concurrency,
         });
-        Self { defaults, shared }
+        Self {
+            defaults,
+            access,
+            shared,
+        }
     }
 
     async fn mount_inner(&self, input: &MountInput) -> Result<MountOutput, VaultError> {
-        let params = MountParameters::parse(&input.attributes, &self.defaults)?;
+        let params = MountParameters::parse(&input.attributes, &self.defaults, &self.access)?;
         let jwt = auth::pod_token(&input.tokens, &params.audience)?.clone();
         let subject = format!(
             "{}|{}",
@@ -152,5 +159,9 @@ fn token_digest(token: &str) -> String {
 impl Provider for VaultProvider {
     async fn mount(&self, input: &MountInput) -> Result<MountOutput, ProviderError> {
         self.mount_inner(input).await.map_err(ProviderError::from)
+    }
+
+    fn class_only_parameters(&self) -> &'static [&'static str] {
+        params::CLASS_ONLY
     }
 }

@@ -9,9 +9,28 @@ use serde::{Deserialize, Serialize};
 
 use super::VaultArgs;
 use super::error::VaultError;
+use crate::provider::access::Access;
 
 /// Audience of the kubelet token used when the class names none.
 pub const DEFAULT_AUDIENCE: &str = "vault";
+
+/// The parameters a pod's `volumeAttributes` may not override unless the admin allows it:
+/// every parameter read here but `objects` (which only chooses paths the pod's own Vault role
+/// may read) and kubelet's `csi.storage.k8s.io/*` keys.
+pub const CLASS_ONLY: &[&str] = &[
+    "roleName",
+    "vaultAddress",
+    "vaultNamespace",
+    "vaultKubernetesMountPath",
+    "vaultAuthMountPath",
+    "vaultSkipTLSVerify",
+    "vaultCACertPath",
+    "vaultCADirectory",
+    "vaultTLSServerName",
+    "vaultTLSClientCertPath",
+    "vaultTLSClientKeyPath",
+    "audience",
+];
 
 /// The class parameters the provider reads; every other attribute is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -46,15 +65,40 @@ struct RawParameters {
     service_account: Option<String>,
 }
 
-/// How to reach Vault over TLS. Paths are read on the node (the provider runs in-process).
+/// A node file a TLS setting names, and who named it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeFile {
+    pub path: PathBuf,
+    /// The class parameter that named it (opened only beneath `--allowed-file-dirs`), or
+    /// `None` for the admin's own flag.
+    pub parameter: Option<&'static str>,
+}
+
+impl NodeFile {
+    fn from_class(parameter: &'static str, path: String) -> Self {
+        Self {
+            path: PathBuf::from(path),
+            parameter: Some(parameter),
+        }
+    }
+
+    fn from_admin(path: &Option<PathBuf>) -> Option<Self> {
+        path.clone().map(|path| Self {
+            path,
+            parameter: None,
+        })
+    }
+}
+
+/// How to reach Vault over TLS. Files are read on the node (the provider runs in-process).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsSettings {
-    pub ca_cert: Option<PathBuf>,
-    pub ca_directory: Option<PathBuf>,
+    pub ca_cert: Option<NodeFile>,
+    pub ca_directory: Option<NodeFile>,
     pub server_name: Option<String>,
     pub skip_verify: bool,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
+    pub client_cert: Option<NodeFile>,
+    pub client_key: Option<NodeFile>,
 }
 
 /// Where Vault is and how to talk to it.
@@ -62,6 +106,10 @@ pub struct TlsSettings {
 pub struct Connection {
     /// Base address without a trailing slash, e.g. `https://vault:8200` or `unix:///agent.sock`.
     pub address: String,
+    /// The class named the address: it was checked against `--allowed-store-addresses` and
+    /// every name it resolves to is checked again when connecting. `false`: the admin's
+    /// `--vault-addr`.
+    pub from_class: bool,
     /// `X-Vault-Namespace` header, if any.
     pub namespace: Option<String>,
     pub tls: TlsSettings,
@@ -149,10 +197,12 @@ fn parse_bool(name: &str, text: &str) -> Result<bool, VaultError> {
 }
 
 impl MountParameters {
-    /// Parses the attributes of a mount and overlays them on the node defaults.
+    /// Parses the attributes of a mount and overlays them on the node defaults; an address
+    /// the class names must be one `access` allows.
     pub fn parse(
         attributes: &BTreeMap<String, String>,
         defaults: &VaultArgs,
+        access: &Access,
     ) -> Result<Self, VaultError> {
         let object = attributes
             .iter()
@@ -162,6 +212,7 @@ impl MountParameters {
             .map_err(|e| invalid("parameters", e.to_string()))?;
 
         let role = non_empty(raw.role_name).ok_or_else(|| invalid("roleName", "is required"))?;
+        let from_class = non_empty(raw.address.clone()).is_some();
         let address = non_empty(raw.address)
             .or_else(|| defaults.vault_addr.clone())
             .ok_or_else(|| {
@@ -179,6 +230,12 @@ impl MountParameters {
                 "vaultAddress",
                 format!("{address:?} must start with http://, https:// or unix://"),
             ));
+        }
+        if from_class {
+            access
+                .addresses
+                .check(&address)
+                .map_err(|e| invalid("vaultAddress", e.to_string()))?;
         }
         let auth_mount = match (
             non_empty(raw.kubernetes_mount_path),
@@ -198,22 +255,35 @@ impl MountParameters {
             Some(text) => parse_bool("vaultSkipTLSVerify", text.trim())?,
             None => defaults.vault_tls_skip_verify,
         };
+        let file = |name: &'static str, value: Option<String>, default: &Option<PathBuf>| {
+            non_empty(value)
+                .map(|path| NodeFile::from_class(name, path))
+                .or_else(|| NodeFile::from_admin(default))
+        };
         let tls = TlsSettings {
-            ca_cert: non_empty(raw.ca_cert_path)
-                .map(PathBuf::from)
-                .or_else(|| defaults.vault_tls_ca_cert.clone()),
-            ca_directory: non_empty(raw.ca_directory)
-                .map(PathBuf::from)
-                .or_else(|| defaults.vault_tls_ca_directory.clone()),
+            ca_cert: file(
+                "vaultCACertPath",
+                raw.ca_cert_path,
+                &defaults.vault_tls_ca_cert,
+            ),
+            ca_directory: file(
+                "vaultCADirectory",
+                raw.ca_directory,
+                &defaults.vault_tls_ca_directory,
+            ),
             server_name: non_empty(raw.tls_server_name)
                 .or_else(|| defaults.vault_tls_server_name.clone()),
             skip_verify,
-            client_cert: non_empty(raw.client_cert_path)
-                .map(PathBuf::from)
-                .or_else(|| defaults.vault_tls_client_cert.clone()),
-            client_key: non_empty(raw.client_key_path)
-                .map(PathBuf::from)
-                .or_else(|| defaults.vault_tls_client_key.clone()),
+            client_cert: file(
+                "vaultTLSClientCertPath",
+                raw.client_cert_path,
+                &defaults.vault_tls_client_cert,
+            ),
+            client_key: file(
+                "vaultTLSClientKeyPath",
+                raw.client_key_path,
+                &defaults.vault_tls_client_key,
+            ),
         };
         if tls.client_cert.is_some() != tls.client_key.is_some() {
             return Err(invalid(
@@ -229,6 +299,7 @@ impl MountParameters {
         Ok(Self {
             connection: Connection {
                 address,
+                from_class,
                 namespace: non_empty(raw.namespace).or_else(|| defaults.vault_namespace.clone()),
                 tls,
             },
@@ -302,110 +373,5 @@ pub fn parse_objects(text: &str) -> Result<Vec<SecretObject>, VaultError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        vault: VaultArgs,
-    }
-
-    fn defaults(args: &[&str]) -> VaultArgs {
-        let mut argv = vec!["test"];
-        argv.extend_from_slice(args);
-        Flags::try_parse_from(argv).unwrap().vault
-    }
-
-    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    const OBJECTS: &str = "- objectName: db\n  secretPath: secret/data/db\n  secretKey: password\n  filePermission: 0600\n- objectName: cert\n  secretPath: pki/issue/web\n  method: POST\n  secretArgs: {common_name: a.example.com, ttl: 1h}\n  filePermission: 420\n";
-
-    #[test]
-    fn class_parameters_override_node_defaults() {
-        let d = defaults(&["--vault-addr=http://node:8200", "--vault-namespace=team"]);
-        let p = MountParameters::parse(
-            &attrs(&[
-                ("roleName", "app"),
-                ("vaultAddress", "https://vault.example:8200/"),
-                ("vaultSkipTLSVerify", "true"),
-                ("objects", OBJECTS),
-                ("csi.storage.k8s.io/pod.namespace", "shop"),
-                ("csi.storage.k8s.io/serviceAccount.name", "web"),
-            ]),
-            &d,
-        )
-        .unwrap();
-        assert_eq!(p.connection.address, "https://vault.example:8200");
-        assert_eq!(p.connection.namespace.as_deref(), Some("team"));
-        assert!(p.connection.tls.skip_verify);
-        assert_eq!(p.auth_mount, "kubernetes");
-        assert_eq!(p.audience, "vault");
-        assert_eq!(p.service_account.as_deref(), Some("shop/web"));
-        assert_eq!(
-            p.objects[0].file_permission.as_ref().unwrap().mode(),
-            Some(0o600)
-        );
-        assert_eq!(
-            p.objects[1].file_permission.as_ref().unwrap().mode(),
-            Some(0o644)
-        );
-        assert_eq!(p.objects[1].secret_args.as_ref().unwrap()["ttl"], "1h");
-    }
-
-    #[test]
-    fn bad_parameters_are_named() {
-        let d = defaults(&["--vault-addr=http://node:8200"]);
-        let err = |pairs: &[(&str, &str)]| {
-            MountParameters::parse(&attrs(pairs), &d)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(err(&[("objects", OBJECTS)]).contains("roleName"));
-        let e = err(&[
-            ("roleName", "r"),
-            ("objects", OBJECTS),
-            ("vaultSkipTLSVerify", "yes"),
-        ]);
-        assert!(e.contains("vaultSkipTLSVerify"), "{e}");
-        let e = err(&[
-            ("roleName", "r"),
-            ("objects", OBJECTS),
-            ("vaultAuthMountPath", "jwt"),
-            ("vaultKubernetesMountPath", "k8s"),
-        ]);
-        assert!(e.contains("vaultAuthMountPath"), "{e}");
-        let dup = "- {objectName: a, secretPath: x}\n- {objectName: a, secretPath: y}";
-        let e = err(&[("roleName", "r"), ("objects", dup)]);
-        assert!(
-            e.contains("objects[1].objectName") && e.contains("unique"),
-            "{e}"
-        );
-        let enc = "- {objectName: a, secretPath: x, encoding: rot13}";
-        assert!(err(&[("roleName", "r"), ("objects", enc)]).contains("objects[0].encoding"));
-        assert!(err(&[("roleName", "r")]).contains("objects"));
-        let no_addr = MountParameters::parse(
-            &attrs(&[("roleName", "r"), ("objects", OBJECTS)]),
-            &defaults(&[]),
-        );
-        if std::env::var_os("VAULT_ADDR").is_none() {
-            assert!(no_addr.unwrap_err().to_string().contains("vaultAddress"));
-        }
-    }
-
-    #[test]
-    fn file_permissions_read_like_go() {
-        let m = |t: &str| FilePermission::Text(t.into()).mode();
-        assert_eq!(m("0644"), Some(0o644));
-        assert_eq!(m("0o400"), Some(0o400));
-        assert_eq!(m("420"), Some(0o644));
-        assert_eq!(m("0999"), None);
-        assert_eq!(FilePermission::Number(0o7777).mode(), None);
-    }
-}
+#[path = "params_tests.rs"]
+mod tests;
