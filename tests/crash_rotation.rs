@@ -1,0 +1,338 @@
+//! Crash safety of rotation, end to end: the real `keymount node` rotates a volume of a
+//! thousand top-level files (a provider plugin whose answer changes on every fetch, added and
+//! removed names included) and is killed with SIGKILL at random instants of the rotation,
+//! round after round. After each restart, at once and again after one republish, the volume
+//! shows exactly one complete set (old or new): every name present, no dangling link, all
+//! files of one generation, no leftover generation, one tmpfs in the mount table. A reader
+//! thread reads a file kept by every set the whole time: never partial, never going back.
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::mounts::{mount_entry, mounts_under};
+use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request};
+use harness::plugin::{FakePlugin, Reply};
+
+/// Names kept by every set, and names that alternate between two groups.
+const KEPT: usize = 900;
+const ALTERNATING: usize = 100;
+const ROUNDS: u64 = 40;
+
+fn names_of(generation: u64) -> BTreeSet<String> {
+    let group = generation % 2;
+    (0..KEPT)
+        .map(|i| format!("kept-{i:04}"))
+        .chain((0..ALTERNATING).map(|i| format!("g{group}-{i:03}")))
+        .collect()
+}
+
+fn contents(generation: u64, name: &str) -> String {
+    format!("generation {generation:06} of {name}\n")
+}
+
+fn reply(generation: u64) -> Reply {
+    Reply::Files(
+        names_of(generation)
+            .into_iter()
+            .map(|name| {
+                let body = contents(generation, &name).into_bytes();
+                (name, 0o644, body)
+            })
+            .collect(),
+    )
+}
+
+fn parse_generation(body: &str, name: &str) -> Option<u64> {
+    let rest = body.strip_prefix("generation ")?;
+    let (number, of) = rest.split_once(" of ")?;
+    (of == format!("{name}\n")).then(|| number.parse().ok())?
+}
+
+struct Bed {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    classes: PathBuf,
+    providers: PathBuf,
+    options: NodeOptions,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_owned();
+        let classes = root.join("classes");
+        let providers = root.join("providers");
+        let work = root.join("node");
+        std::fs::create_dir_all(root.join("pods")).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let options = NodeOptions {
+            class_dir: Some(classes.clone()),
+            provider_dir: Some(providers.clone()),
+            work_dir: Some(work),
+            args: vec![
+                "--provider-timeout=30s".into(),
+                // 1000 files of a page each: 4 MiB a set; the tmpfs holds two.
+                "--tmpfs-size=5Mi".into(),
+                "--enable-secret-rotation".into(),
+                "--rotation-poll-interval=1h".into(),
+            ],
+            env: vec![("RUST_LOG".into(), "info".into())],
+            ..Default::default()
+        };
+        let bed = Self {
+            _tmp: tmp,
+            root,
+            classes,
+            providers,
+            options,
+        };
+        bed.write_class(0);
+        bed
+    }
+
+    /// The target as kubelet lays it out under its root.
+    fn target(&self) -> PathBuf {
+        self.root
+            .join("pods/pod-1/volumes/kubernetes.io~csi/secrets/mount")
+    }
+
+    /// The class, with a refresh stamp: a new stamp makes the next republish fetch at once.
+    fn write_class(&self, stamp: u64) {
+        std::fs::create_dir_all(&self.classes).unwrap();
+        let yaml = format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  \
+             name: many\n  namespace: shop\n  annotations:\n    keymount.io/refresh-at: \"{stamp}\"\n\
+             spec:\n  provider: fake\n  parameters:\n    objects: \"- a\"\n"
+        );
+        let tmp = self.classes.join(".many.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.classes.join("shop-many.yaml")).unwrap();
+    }
+
+    async fn publish(&self, node: &NodeProcess) {
+        node.node_client()
+            .await
+            .node_publish_volume(publish_request("crash-1", &self.target(), "many", "shop"))
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}\n{}", node.logs()));
+    }
+}
+
+/// Unmounts the target if the test fails half-way (a passing test unpublishes it).
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = keymount::mount::unmount(&self.0);
+    }
+}
+
+/// The generation the volume shows, checked to be one complete set: `..data` names the only
+/// generation directory, every name of that set is a link `..data/<name>` to a file of that
+/// generation, and nothing else is there.
+fn complete_generation(target: &Path) -> Result<u64, String> {
+    let mut visible = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
+    for entry in std::fs::read_dir(target).map_err(|e| format!("read_dir: {e}"))? {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("..") {
+            hidden.insert(name);
+        } else {
+            visible.insert(name);
+        }
+    }
+    let data = std::fs::read_link(target.join("..data"))
+        .map_err(|e| format!("..data: {e}"))?
+        .into_os_string()
+        .into_string()
+        .unwrap();
+    let expected_hidden = BTreeSet::from(["..data".to_owned(), data.clone()]);
+    if hidden != expected_hidden {
+        return Err(format!("leftovers: {hidden:?} (..data -> {data})"));
+    }
+    let mut generations = BTreeSet::new();
+    for name in &visible {
+        let link = std::fs::read_link(target.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if link != Path::new("..data").join(name) {
+            return Err(format!("{name} -> {}", link.display()));
+        }
+        let body = std::fs::read_to_string(target.join(name))
+            .map_err(|e| format!("{name} dangles: {e}"))?;
+        let generation =
+            parse_generation(&body, name).ok_or_else(|| format!("{name}: {body:?}"))?;
+        generations.insert(generation);
+    }
+    let [generation] = generations.into_iter().collect::<Vec<_>>()[..] else {
+        return Err("files of more than one generation (or none)".into());
+    };
+    if visible != names_of(generation) {
+        let missing = names_of(generation).difference(&visible).count();
+        let extra = visible.difference(&names_of(generation)).count();
+        return Err(format!(
+            "generation {generation}: {missing} names missing, {extra} extra"
+        ));
+    }
+    Ok(generation)
+}
+
+fn assert_one_tmpfs(root: &Path, target: &Path) {
+    assert_eq!(
+        mounts_under(root),
+        vec![target.display().to_string()],
+        "exactly the volume's tmpfs is mounted"
+    );
+    let (fstype, _) = mount_entry(target).expect("target in mountinfo");
+    assert_eq!(fstype, "tmpfs");
+}
+
+/// Reads `kept-0000` until stopped: always a whole file, its generation never going back.
+/// A name resolved just as the old generation is removed can be gone for an instant (as with
+/// kubelet's own writer); that is counted, not an error.
+fn start_reader(
+    target: PathBuf,
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicUsize>,
+    gone: Arc<AtomicUsize>,
+    newest: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let name = "kept-0000";
+        while !stop.load(Ordering::Relaxed) {
+            let body = match std::fs::read_to_string(target.join(name)) {
+                Ok(body) => body,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    gone.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => panic!("read {name}: {e}"),
+            };
+            let generation = parse_generation(&body, name)
+                .unwrap_or_else(|| panic!("partial or foreign file {name}: {body:?}"));
+            let before = newest.fetch_max(generation, Ordering::Relaxed);
+            assert!(
+                generation >= before,
+                "went back from generation {before} to {generation}"
+            );
+            reads.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Where a kill landed, as the restart saw it.
+#[derive(Debug, Default)]
+struct KillPoints {
+    /// Old set intact, nothing to repair: killed before the write began.
+    before_write: usize,
+    /// Old set, with a partial generation or early links swept: killed mid-write, before the swap.
+    mid_write: usize,
+    /// New set, with stale links or the old generation swept: killed after the swap.
+    after_swap: usize,
+    /// New set, nothing to repair: killed after the write finished.
+    after_write: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
+    let started = Instant::now();
+    let bed = Bed::new();
+    let target = bed.target();
+    let _guard = MountGuard(target.clone());
+    let plugin = FakePlugin::start(&bed.providers, "fake", reply(0)).await;
+    let mut node = NodeProcess::start(bed.options.clone()).await;
+    bed.publish(&node).await;
+    assert_eq!(complete_generation(&target), Ok(0));
+    assert_one_tmpfs(&bed.root, &target);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, gone) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let newest = Arc::new(AtomicU64::new(0));
+    let reader = start_reader(
+        target.clone(),
+        stop.clone(),
+        reads.clone(),
+        gone.clone(),
+        newest.clone(),
+    );
+
+    // Uninterrupted rotations first: how long one takes, to spread the kills over it.
+    let mut generation = 0;
+    let mut longest = Duration::ZERO;
+    for _ in 0..3 {
+        generation += 1;
+        plugin.set_reply(reply(generation));
+        bed.write_class(generation);
+        let t = Instant::now();
+        bed.publish(&node).await;
+        longest = longest.max(t.elapsed());
+        assert_eq!(complete_generation(&target), Ok(generation));
+    }
+    let window = longest.mul_f64(1.3).max(Duration::from_millis(20));
+
+    let mut points = KillPoints::default();
+    for _ in 0..ROUNDS {
+        let old = generation;
+        generation += 1;
+        plugin.set_reply(reply(generation));
+        bed.write_class(generation);
+        let mut client = node.node_client().await;
+        let request = publish_request("crash-1", &target, "many", "shop");
+        let call = tokio::spawn(async move { client.node_publish_volume(request).await });
+        let delay = window.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(delay).await;
+        node.kill();
+        let _ = call.await;
+
+        let log_before = node.logs().len();
+        node = NodeProcess::start(bed.options.clone()).await;
+        let restart_log = node.logs()[log_before..].to_owned();
+        let repaired = restart_log.contains("volume layout repaired");
+
+        // At once: one complete set, the old or the new.
+        let seen = complete_generation(&target).unwrap_or_else(|e| {
+            panic!("after a kill {delay:?} into rotation {generation}: {e}\n{restart_log}")
+        });
+        assert!(seen == old || seen == generation, "{seen} is neither {old} nor {generation}");
+        assert_one_tmpfs(&bed.root, &target);
+        match (seen == generation, repaired) {
+            (false, false) => points.before_write += 1,
+            (false, true) => points.mid_write += 1,
+            (true, true) => points.after_swap += 1,
+            (true, false) => points.after_write += 1,
+        }
+
+        // After one republish: the new set, complete, nothing left over.
+        bed.publish(&node).await;
+        assert_eq!(
+            complete_generation(&target),
+            Ok(generation),
+            "after the republish of rotation {generation}"
+        );
+        assert_one_tmpfs(&bed.root, &target);
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader saw an inconsistent file");
+
+    node.node_client()
+        .await
+        .node_unpublish_volume(unpublish_request("crash-1", &target))
+        .await
+        .unwrap();
+    assert!(mounts_under(&bed.root).is_empty(), "nothing left mounted");
+    eprintln!(
+        "{ROUNDS} rounds in {:?} (kill window {window:?}): {points:?}; reader: {} reads, \
+         {} momentarily gone, last generation {}",
+        started.elapsed(),
+        reads.load(Ordering::Relaxed),
+        gone.load(Ordering::Relaxed),
+        newest.load(Ordering::Relaxed)
+    );
+    assert!(
+        points.mid_write + points.after_swap > 0,
+        "no kill landed inside a write: {points:?}"
+    );
+}
