@@ -21,7 +21,7 @@ use harness::plugin::{FakePlugin, Reply};
 /// Names kept by every set, and names that alternate between two groups.
 const KEPT: usize = 900;
 const ALTERNATING: usize = 100;
-const ROUNDS: u64 = 40;
+const ROUNDS: u64 = 60;
 
 fn names_of(generation: u64) -> BTreeSet<String> {
     let group = generation % 2;
@@ -223,6 +223,46 @@ fn start_reader(
     })
 }
 
+/// When a write was seen: its new generation directory appearing, and `..data` swapped to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    began: Option<Duration>,
+    swapped: Option<Duration>,
+}
+
+/// Watches the volume from now on for a generation directory other than the current one and
+/// for the swap of `..data`, for at most 5 s; `until_swap` false stops at the first.
+fn watch_write(target: PathBuf, until_swap: bool) -> tokio::task::JoinHandle<Seen> {
+    let start = Instant::now();
+    let current = std::fs::read_link(target.join("..data")).ok();
+    tokio::task::spawn_blocking(move || {
+        let mut seen = Seen::default();
+        while start.elapsed() < Duration::from_secs(5) {
+            let data = std::fs::read_link(target.join("..data")).ok();
+            if data.is_some() && data != current {
+                seen.swapped = Some(start.elapsed());
+                seen.began.get_or_insert(start.elapsed());
+                return seen;
+            }
+            if seen.began.is_none() {
+                let found = std::fs::read_dir(&target).into_iter().flatten().any(|e| {
+                    let name = e.map(|e| e.file_name()).unwrap_or_default();
+                    let name = name.to_string_lossy();
+                    name.starts_with("..20") && current.as_deref() != Some(Path::new(name.as_ref()))
+                });
+                if found {
+                    seen.began = Some(start.elapsed());
+                    if !until_swap {
+                        return seen;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        seen
+    })
+}
+
 /// Where a kill landed, as the restart saw it.
 #[derive(Debug, Default)]
 struct KillPoints {
@@ -259,19 +299,29 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         newest.clone(),
     );
 
-    // Uninterrupted rotations first: how long one takes, to spread the kills over it.
+    // Uninterrupted rotations first: how long one takes, and how long its write takes (from
+    // the new generation directory appearing to the swap), to aim the kills.
     let mut generation = 0;
-    let mut longest = Duration::ZERO;
+    let (mut longest, mut longest_write) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..3 {
         generation += 1;
         plugin.set_reply(reply(generation));
         bed.write_class(generation);
         let t = Instant::now();
+        let watch = watch_write(target.clone(), true);
         bed.publish(&node).await;
         longest = longest.max(t.elapsed());
+        if let Seen {
+            began: Some(began),
+            swapped: Some(swapped),
+        } = watch.await.unwrap()
+        {
+            longest_write = longest_write.max(swapped.saturating_sub(began));
+        }
         assert_eq!(complete_generation(&target), Ok(generation));
     }
     let window = longest.mul_f64(1.3).max(Duration::from_millis(20));
+    let write_window = longest_write.mul_f64(1.5).max(Duration::from_millis(5));
 
     let mut points = KillPoints::default();
     for _ in 0..ROUNDS {
@@ -282,8 +332,18 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         let mut client = node.node_client().await;
         let request = publish_request("crash-1", &target, "many", "shop");
         let call = tokio::spawn(async move { client.node_publish_volume(request).await });
-        let delay = window.mul_f64(rand::random::<f64>());
-        tokio::time::sleep(delay).await;
+        // Every other round the kill is aimed at the write itself: it waits for the new
+        // generation directory to appear, then kills within the write's usual duration.
+        let delay = if generation % 2 == 0 {
+            let delay = window.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            delay
+        } else {
+            let began = watch_write(target.clone(), false).await.unwrap().began;
+            let delay = write_window.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            began.unwrap_or_default() + delay
+        };
         node.kill();
         let _ = call.await;
 
@@ -324,8 +384,8 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         .unwrap();
     assert!(mounts_under(&bed.root).is_empty(), "nothing left mounted");
     eprintln!(
-        "{ROUNDS} rounds in {:?} (kill window {window:?}): {points:?}; reader: {} reads, \
-         {} momentarily gone, last generation {}",
+        "{ROUNDS} rounds in {:?} (kill window {window:?}, aimed at the write {write_window:?}): \
+         {points:?}; reader: {} reads, {} momentarily gone, last generation {}",
         started.elapsed(),
         reads.load(Ordering::Relaxed),
         gone.load(Ordering::Relaxed),
