@@ -123,12 +123,16 @@ impl Bed {
     }
 }
 
-/// Unmounts the target if the test fails half-way (a passing test unpublishes it).
+/// Unmounts the target if the test fails half-way (a passing test unpublishes it); lazily,
+/// as the reader thread may still hold a file open.
 struct MountGuard(PathBuf);
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let _ = keymount::mount::unmount(&self.0);
+        let _ = nix::mount::umount2(
+            &self.0,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        );
     }
 }
 
@@ -356,7 +360,10 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         let seen = complete_generation(&target).unwrap_or_else(|e| {
             panic!("after a kill {delay:?} into rotation {generation}: {e}\n{restart_log}")
         });
-        assert!(seen == old || seen == generation, "{seen} is neither {old} nor {generation}");
+        assert!(
+            seen == old || seen == generation,
+            "{seen} is neither {old} nor {generation}"
+        );
         assert_one_tmpfs(&bed.root, &target);
         match (seen == generation, repaired) {
             (false, false) => points.before_write += 1,

@@ -177,11 +177,7 @@ pub fn validate_set<'a>(
     }
     // What the set takes on tmpfs (pages, long links), so that two generations fit in a
     // tmpfs of `Limits::tmpfs_size`.
-    let footprint = room::footprint(
-        sizes,
-        top_level.iter().copied(),
-        room::page_size(),
-    );
+    let footprint = room::footprint(sizes, top_level.iter().copied(), room::page_size());
     if footprint > limits.max_total_bytes {
         return Err(PathError::TooLarge {
             total: footprint,
@@ -292,7 +288,10 @@ mod tests {
         ));
         let long_nested = format!("{long}/x");
         assert_eq!(
-            validate_set([(long_nested.as_str(), 0o644, page), ("b", 0o644, 1)], &limits),
+            validate_set(
+                [(long_nested.as_str(), 0o644, page), ("b", 0o644, 1)],
+                &limits
+            ),
             Err(PathError::TooLarge {
                 total: 3 * page,
                 max: 2 * page

@@ -9,12 +9,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::NixPath;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, openat, readlinkat, renameat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
-use nix::NixPath;
 
 /// A single path component: `str` or `OsStr` (names read back may not be UTF-8).
 pub trait Name: NixPath + AsRef<Path> {}
@@ -150,11 +150,8 @@ impl DirFd {
     /// Creates the regular file `name` (it must not exist) for writing, mode 0600 until the
     /// caller sets the final mode.
     pub fn create_file(&self, name: &str) -> io::Result<File> {
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))?;
         Ok(File::from(fd))
     }
@@ -222,7 +219,6 @@ impl DirFd {
             inodes_total: stat.files() as u64,
         })
     }
-
 }
 
 /// Room on a volume's file system.
@@ -236,4 +232,3 @@ pub struct Space {
     /// 0 when the file system has no inode limit.
     pub inodes_total: u64,
 }
-

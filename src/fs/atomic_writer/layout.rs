@@ -42,7 +42,9 @@ pub fn data_link(vol: &DirFd) -> Result<DataLink, WriteError> {
     match vol.kind(DATA_LINK).map_err(at("inspect", &path))? {
         None => Ok(DataLink::Missing),
         Some(Kind::Symlink) => {
-            let dest = vol.read_link(DATA_LINK).map_err(at("read symlink", &path))?;
+            let dest = vol
+                .read_link(DATA_LINK)
+                .map_err(at("read symlink", &path))?;
             let shown = describe(&dest);
             let Some(name) = dest.to_str().filter(|d| is_generation_name(d)) else {
                 return Ok(DataLink::Invalid(format!("a link to {shown}")));
@@ -144,10 +146,13 @@ pub fn plan(
             if !ours {
                 plan.occupied.push(name.to_owned());
             }
-        } else if ours || name == DATA_TMP_LINK || is_generation_name(name) {
-            plan.remove.push(entry.name.clone());
-        } else if policy == Policy::Owned {
-            plan.remove.push(entry.name.clone());
+        } else {
+            // The writer's own leftovers go whoever owns the directory; anything else only
+            // from a volume keymount owns.
+            let leftover = ours || name == DATA_TMP_LINK || is_generation_name(name);
+            if leftover || policy == Policy::Owned {
+                plan.remove.push(entry.name.clone());
+            }
         }
     }
     plan.missing = names
@@ -208,7 +213,8 @@ fn replace(vol: &DirFd, name: &str) -> Result<(), WriteError> {
             if vol.kind(name).map_err(at("inspect", &path))? == Some(Kind::Dir) {
                 vol.remove_tree(name).map_err(at("remove", &path))?;
             }
-            vol.rename(DATA_TMP_LINK, name).map_err(at("replace", &path))?;
+            vol.rename(DATA_TMP_LINK, name)
+                .map_err(at("replace", &path))?;
             return Ok(());
         }
         Err(e) => return Err(at("replace", &path)(e)),

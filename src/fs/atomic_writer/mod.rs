@@ -242,7 +242,12 @@ fn inodes(files: &[Payload], free: &[&str]) -> u64 {
     let dirs: BTreeSet<&str> = files
         .iter()
         .filter_map(|f| f.path.rsplit_once('/').map(|(parent, _)| parent))
-        .flat_map(|parent| parent.match_indices('/').map(|(i, _)| &parent[..i]).chain([parent]))
+        .flat_map(|parent| {
+            parent
+                .match_indices('/')
+                .map(|(i, _)| &parent[..i])
+                .chain([parent])
+        })
         .collect();
     (2 + files.len() + dirs.len() + free.len()) as u64
 }
@@ -262,7 +267,9 @@ pub fn repair(target: &Path) -> Result<bool, WriteError> {
             let gen_dir = vol
                 .child(generation.as_str())
                 .map_err(at("open", &target.join(&generation)))?;
-            let listed = gen_dir.list().map_err(at("read directory", &gen_dir.path))?;
+            let listed = gen_dir
+                .list()
+                .map_err(at("read directory", &gen_dir.path))?;
             let names = listed
                 .into_iter()
                 .filter_map(|(name, _)| name.into_string().ok())
@@ -373,7 +380,9 @@ fn matches_on_disk(vol: &DirFd, generation: &str, files: &[Payload]) -> bool {
     {
         return false;
     }
-    files.iter().all(|f| same_file(&gen_dir, f).unwrap_or(false))
+    files
+        .iter()
+        .all(|f| same_file(&gen_dir, f).unwrap_or(false))
 }
 
 fn same_file(gen_dir: &DirFd, file: &Payload) -> io::Result<bool> {

@@ -63,7 +63,11 @@ fn assert_exact(t: &Path, files: &[(&str, &str)]) {
     expected.insert(generation);
     assert_eq!(names(t), expected);
     for (path, contents) in files {
-        assert_eq!(fs::read_to_string(t.join(path)).unwrap(), *contents, "{path}");
+        assert_eq!(
+            fs::read_to_string(t.join(path)).unwrap(),
+            *contents,
+            "{path}"
+        );
     }
 }
 
@@ -177,8 +181,16 @@ fn unchanged_content_still_repairs_missing_dangling_and_stale_links() {
 
     assert_eq!(write(t, &files).unwrap(), Outcome::Repaired);
     assert_exact(t, &[("a", "1"), ("b", "2"), ("d/c", "3")]);
-    assert_eq!(data(t), generation, "no new generation for unchanged content");
-    assert_eq!(fs::metadata(t.join("a")).unwrap().ino(), ino, "files not rewritten");
+    assert_eq!(
+        data(t),
+        generation,
+        "no new generation for unchanged content"
+    );
+    assert_eq!(
+        fs::metadata(t.join("a")).unwrap().ino(),
+        ino,
+        "files not rewritten"
+    );
     assert_eq!(write(t, &files).unwrap(), Outcome::Unchanged);
 }
 
@@ -255,7 +267,10 @@ impl Planted {
             fs::read_to_string(self.outside.join("sentinel")).unwrap(),
             "keep me"
         );
-        assert_eq!(names(&self.outside), BTreeSet::from(["sentinel".to_owned()]));
+        assert_eq!(
+            names(&self.outside),
+            BTreeSet::from(["sentinel".to_owned()])
+        );
     }
 }
 
@@ -309,7 +324,10 @@ fn a_generation_name_that_is_a_link_outside_is_removed_as_a_link() {
     fs::remove_file(t.join("..data")).unwrap();
     symlink(fake, t.join("..data")).unwrap();
     assert!(matches!(repair(t), Err(WriteError::BadDataLink { .. })));
-    assert_eq!(write(t, &[payload("b", 0o644, "2")]).unwrap(), Outcome::Written);
+    assert_eq!(
+        write(t, &[payload("b", 0o644, "2")]).unwrap(),
+        Outcome::Written
+    );
     bed.assert_outside_intact();
     assert_exact(t, &[("b", "2")]);
 }
@@ -335,7 +353,10 @@ fn plain_files_and_dirs_at_top_level_are_replaced_by_the_new_set() {
         payload("c", 0o644, "new c"),
     ];
     assert_eq!(write(t, &files).unwrap(), Outcome::Written);
-    assert_exact(t, &[("a", "new a"), ("db/pass", "new pass"), ("c", "new c")]);
+    assert_exact(
+        t,
+        &[("a", "new a"), ("db/pass", "new pass"), ("c", "new c")],
+    );
     bed.assert_outside_intact();
 
     // A plain file that shows up again later (the provider wrote it) is replaced even when
@@ -343,7 +364,10 @@ fn plain_files_and_dirs_at_top_level_are_replaced_by_the_new_set() {
     fs::remove_file(t.join("a")).unwrap();
     fs::write(t.join("a"), "stale plain").unwrap();
     assert_eq!(write(t, &files).unwrap(), Outcome::Repaired);
-    assert_exact(t, &[("a", "new a"), ("db/pass", "new pass"), ("c", "new c")]);
+    assert_exact(
+        t,
+        &[("a", "new a"), ("db/pass", "new pass"), ("c", "new c")],
+    );
 }
 
 #[test]
@@ -365,13 +389,18 @@ fn rotate_on_sized_tmpfs(limits: &crate::fs::paths::Limits, set: impl Fn(u8) -> 
     let t = fs_.path();
     for round in 0..4u8 {
         let files = set(round);
-        let sizes = files.iter().map(|f| (f.path.as_str(), 0o644, f.contents.expose().len() as u64));
+        let sizes = files
+            .iter()
+            .map(|f| (f.path.as_str(), 0o644, f.contents.expose().len() as u64));
         crate::fs::paths::validate_set(sizes, limits).expect("a set the limits accept");
         assert_eq!(write(t, &files).unwrap(), Outcome::Written, "round {round}");
         let generations = names(t).iter().filter(|n| n.starts_with("..20")).count();
         assert_eq!(generations, 1, "round {round}: {:?}", names(t));
         let first = &files[0];
-        assert_eq!(fs::read(t.join(&first.path)).unwrap(), *first.contents.expose());
+        assert_eq!(
+            fs::read(t.join(&first.path)).unwrap(),
+            *first.contents.expose()
+        );
     }
 }
 
@@ -394,7 +423,11 @@ fn two_generations_of_the_largest_accepted_set_fit() {
     // The worst case of the limits: every file one byte past a page, long top-level names
     // (a link page each), and names that change on every rotation (old and new links both).
     // Each file takes 20 KiB, each link 4 KiB: the set takes exactly the limit.
-    assert_eq!(room::page_size(), 4096, "the numbers below assume 4 KiB pages");
+    assert_eq!(
+        room::page_size(),
+        4096,
+        "the numbers below assume 4 KiB pages"
+    );
     let limits = crate::fs::paths::Limits {
         max_files: 16,
         max_total_bytes: 16 * (20 + 4) * 1024,
@@ -427,7 +460,15 @@ fn a_full_tmpfs_is_an_error_naming_the_sizes_and_leaves_no_partial_generation() 
     let error = write(t, &set(2, 11)).unwrap_err();
     let message = error.to_string();
     assert!(
-        matches!(error, WriteError::NoRoom { needed: 180224, available: 163840, total: 262144, .. }),
+        matches!(
+            error,
+            WriteError::NoRoom {
+                needed: 180224,
+                available: 163840,
+                total: 262144,
+                ..
+            }
+        ),
         "{message}"
     );
     assert!(message.contains(&t.display().to_string()), "{message}");
@@ -461,8 +502,41 @@ fn running_out_of_inodes_is_found_before_writing() {
     let before = names(t);
     let error = write(t, &set(12)).unwrap_err();
     assert!(
-        matches!(error, WriteError::NoRoom { inodes_needed: 23, .. }),
+        matches!(
+            error,
+            WriteError::NoRoom {
+                inodes_needed: 23,
+                ..
+            }
+        ),
         "{error}"
     );
     assert_eq!(names(t), before);
+}
+
+#[test]
+fn a_mount_inside_the_volume_is_never_entered() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    write(t, &[payload("a", 0o644, "1")]).unwrap();
+    // Something else mounted at a top-level name of the volume: its files are not ours.
+    fs::create_dir(t.join("mnt")).unwrap();
+    let inner = Tmpfs::new("size=64k,mode=0755");
+    nix::mount::mount(
+        Some(inner.path()),
+        &t.join("mnt"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    fs::write(inner.path().join("sentinel"), "keep me").unwrap();
+
+    let error = write(t, &[payload("b", 0o644, "2")]).unwrap_err();
+    crate::mount::unmount(&t.join("mnt")).unwrap();
+    assert!(error.to_string().contains("another file system"), "{error}");
+    assert_eq!(
+        fs::read_to_string(inner.path().join("sentinel")).unwrap(),
+        "keep me"
+    );
 }
