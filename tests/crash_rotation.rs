@@ -5,6 +5,8 @@
 //! shows exactly one complete set (old or new): every name present, no dangling link, all
 //! files of one generation, no leftover generation, one tmpfs in the mount table. A reader
 //! thread reads a file kept by every set the whole time: never partial, never going back.
+//! And a rotation that finds the tmpfs full fails with the volume and the sizes named, keeps
+//! the old files and leaves no partial generation.
 
 mod harness;
 
@@ -402,4 +404,80 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         points.mid_write + points.after_swap > 0,
         "no kill landed inside a write: {points:?}"
     );
+}
+
+/// `n` files of one page each, all with `fill`.
+fn pages(n: usize, fill: u8) -> Reply {
+    Reply::Files(
+        (0..n)
+            .map(|i| (format!("p{i:02}"), 0o644, vec![fill; 4096]))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_rotation_on_a_full_tmpfs_fails_clearly_and_keeps_the_old_files() {
+    let mut bed = Bed::new();
+    // Sets of up to 64 KiB; the tmpfs is mounted at 128 KiB, room for two of them.
+    bed.options.args[1] = "--tmpfs-size=64Ki".into();
+    let target = bed.target();
+    let _guard = MountGuard(target.clone());
+    let plugin = FakePlugin::start(&bed.providers, "fake", pages(15, b'a')).await;
+    let node = NodeProcess::start(bed.options.clone()).await;
+    bed.publish(&node).await;
+    let (_, options) = mount_entry(&target).unwrap();
+    assert!(options.contains("size=128k"), "{options}");
+
+    // A 60 KiB set rotates (two generations fit) ...
+    plugin.set_reply(pages(15, b'b'));
+    bed.write_class(1);
+    bed.publish(&node).await;
+    assert_eq!(std::fs::read(target.join("p00")).unwrap(), vec![b'b'; 4096]);
+
+    // ... until something else fills the volume (a self-writing provider's plain file).
+    std::fs::write(target.join("legacy.bin"), vec![0u8; 40 * 1024]).unwrap();
+    plugin.set_reply(pages(15, b'c'));
+    bed.write_class(2);
+    bed.publish(&node).await;
+    assert_eq!(
+        std::fs::read(target.join("p00")).unwrap(),
+        vec![b'b'; 4096],
+        "old files kept"
+    );
+    let generations = std::fs::read_dir(&target)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("..20")
+        })
+        .count();
+    assert_eq!(generations, 1, "no partial generation left");
+    let logs = node.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("rotation failed"))
+        .unwrap_or_else(|| panic!("no failed rotation logged:\n{logs}"));
+    assert!(line.contains(&target.display().to_string()), "{line}");
+    assert!(line.contains("they need 61440 bytes"), "{line}");
+    assert!(line.contains("of 131072 bytes"), "{line}");
+    let (_, metrics) = node.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(
+            "rotation_reconcile_error_total{provider=\"fake\",error_type=\"FileWriteError\""
+        ),
+        "{metrics}"
+    );
+
+    // Once the volume has room again, the next fetch rotates (and the plain file goes).
+    std::fs::remove_file(target.join("legacy.bin")).unwrap();
+    bed.write_class(3);
+    bed.publish(&node).await;
+    assert_eq!(std::fs::read(target.join("p00")).unwrap(), vec![b'c'; 4096]);
+
+    node.node_client()
+        .await
+        .node_unpublish_volume(unpublish_request("crash-1", &target))
+        .await
+        .unwrap();
+    assert!(mounts_under(&bed.root).is_empty(), "nothing left mounted");
 }
