@@ -225,6 +225,7 @@ fn start_reader(
                 "went back from generation {before} to {generation}"
             );
             reads.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(100));
         }
     })
 }
