@@ -27,7 +27,7 @@ mod tests {
     }
 }
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -161,9 +161,13 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
     }
 
     // Names free now get their link before the swap; held names are replaced after it.
+    let by_name: BTreeMap<&str, &layout::Entry> = entries
+        .iter()
+        .filter_map(|e| Some((e.name.to_str()?, e)))
+        .collect();
     let mut free = Vec::new();
     for name in &names {
-        match entries.iter().find(|e| e.name.to_str() == Some(name)) {
+        match by_name.get(name.as_str()) {
             None => free.push(name.as_str()),
             Some(e) if layout::is_our_link(e, name) => {}
             Some(_) if policy == Policy::Shared => return Err(layout::in_the_way(&vol, name)),
@@ -194,21 +198,21 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
 
     let generation = generation::new_name();
     let mut made = Vec::new();
-    let staged = stage(&vol, &generation, files, &free, &mut made);
-    if let Err(error) = staged {
+    let swapped = stage(&vol, &generation, files, &free, &mut made).and_then(|()| {
+        vol.symlink(&generation, DATA_TMP_LINK)
+            .map_err(at("create symlink", &target.join(DATA_TMP_LINK)))?;
+        vol.rename(DATA_TMP_LINK, DATA_LINK)
+            .map_err(at("swap", &target.join(DATA_LINK)))
+    });
+    if let Err(error) = swapped {
         // Nothing of the failed write stays: the partial generation and its links go.
+        let _ = vol.remove_tree(DATA_TMP_LINK);
         for name in made.iter().rev() {
             let _ = vol.remove_tree(name.as_str());
         }
         let _ = vol.remove_tree(generation.as_str());
         return Err(if is_enospc(&error) { no_room() } else { error });
     }
-
-    let tmp = target.join(DATA_TMP_LINK);
-    vol.symlink(&generation, DATA_TMP_LINK)
-        .map_err(at("create symlink", &tmp))?;
-    vol.rename(DATA_TMP_LINK, DATA_LINK)
-        .map_err(at("swap", &target.join(DATA_LINK)))?;
 
     // Now held names are replaced, stale links and the old generation removed.
     let plan = layout::plan(&layout::entries(&vol)?, Some(&generation), &names, policy);
