@@ -23,7 +23,7 @@ use harness::plugin::{FakePlugin, Reply};
 /// Names kept by every set, and names that alternate between two groups.
 const KEPT: usize = 900;
 const ALTERNATING: usize = 100;
-const ROUNDS: u64 = 60;
+const ROUNDS: u64 = 100;
 
 fn names_of(generation: u64) -> BTreeSet<String> {
     let group = generation % 2;
@@ -336,20 +336,21 @@ async fn sigkill_at_random_points_of_rotations_leaves_old_or_new_complete() {
         generation += 1;
         plugin.set_reply(reply(generation));
         bed.write_class(generation);
+        // Every other round the kill is aimed at the write itself: it waits for the new
+        // generation directory to appear, then kills within the write's usual duration.
+        let aimed = (generation % 2 == 1).then(|| watch_write(target.clone(), false));
         let mut client = node.node_client().await;
         let request = publish_request("crash-1", &target, "many", "shop");
         let call = tokio::spawn(async move { client.node_publish_volume(request).await });
-        // Every other round the kill is aimed at the write itself: it waits for the new
-        // generation directory to appear, then kills within the write's usual duration.
-        let delay = if generation % 2 == 0 {
-            let delay = window.mul_f64(rand::random::<f64>());
-            tokio::time::sleep(delay).await;
-            delay
-        } else {
-            let began = watch_write(target.clone(), false).await.unwrap().began;
+        let delay = if let Some(watch) = aimed {
+            let began = watch.await.unwrap().began;
             let delay = write_window.mul_f64(rand::random::<f64>());
             tokio::time::sleep(delay).await;
             began.unwrap_or_default() + delay
+        } else {
+            let delay = window.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            delay
         };
         node.kill();
         let _ = call.await;
