@@ -6,7 +6,8 @@
 //! files of one generation, no leftover generation, one tmpfs in the mount table. A reader
 //! thread reads a file kept by every set the whole time: never partial, never going back.
 //! And a rotation that finds the tmpfs full fails with the volume and the sizes named, keeps
-//! the old files and leaves no partial generation.
+//! the old files and leaves no partial generation; a self-writing (legacy) provider's plain
+//! files are replaced by the set, and a `..data` it planted pointing outside is never followed.
 
 mod harness;
 
@@ -482,4 +483,93 @@ async fn a_rotation_on_a_full_tmpfs_fails_clearly_and_keeps_the_old_files() {
         .await
         .unwrap();
     assert!(mounts_under(&bed.root).is_empty(), "nothing left mounted");
+}
+
+/// A directory outside the volume with one sentinel file, checked intact.
+fn sentinel_dir(dir: &Path) -> impl Fn() + '_ {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("sentinel"), "keep me").unwrap();
+    move || {
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["sentinel"], "{}", dir.display());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sentinel")).unwrap(),
+            "keep me"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_self_writing_provider_s_files_are_replaced_and_its_data_link_never_followed() {
+    let bed = Bed::new();
+    let target = bed.target();
+    let _guard = MountGuard(target.clone());
+    // `../../x` from the target, and an absolute path: both outside the volume.
+    let relative_outside = target.parent().unwrap().parent().unwrap().join("x");
+    let absolute_outside = bed.root.join("outside");
+    let relative_intact = sentinel_dir(&relative_outside);
+    let absolute_intact = sentinel_dir(&absolute_outside);
+
+    // Legacy mode: the provider answers no files and writes into the target itself.
+    let legacy = Reply::FilesVersions(Vec::new(), vec![("a".into(), "v1".into())]);
+    let plugin = FakePlugin::start(&bed.providers, "fake", legacy).await;
+    let node = NodeProcess::start(bed.options.clone()).await;
+    bed.publish(&node).await;
+    std::fs::write(target.join("a"), "plain old a").unwrap();
+    std::fs::create_dir_all(target.join("conf")).unwrap();
+    std::fs::write(target.join("conf/x"), "plain old x").unwrap();
+    std::os::unix::fs::symlink("../../x", target.join("..data")).unwrap();
+
+    // The provider now returns its files: they replace the plain ones, ..data is replaced
+    // without being followed, and nothing outside the volume is touched.
+    let files = |tag: &str| {
+        Reply::Files(vec![
+            ("a".into(), 0o644, format!("a {tag}").into_bytes()),
+            ("b".into(), 0o644, format!("b {tag}").into_bytes()),
+        ])
+    };
+    plugin.set_reply(files("one"));
+    bed.write_class(1);
+    bed.publish(&node).await;
+    let read = |name: &str| std::fs::read_to_string(target.join(name)).unwrap();
+    assert_eq!((read("a"), read("b")), ("a one".into(), "b one".into()));
+    assert!(
+        !target.join("conf").exists(),
+        "the provider's plain directory went"
+    );
+    relative_intact();
+    absolute_intact();
+
+    // Planted again, absolute this time, before a rotation.
+    std::fs::remove_file(target.join("..data")).unwrap();
+    std::os::unix::fs::symlink(&absolute_outside, target.join("..data")).unwrap();
+    plugin.set_reply(files("two"));
+    bed.write_class(2);
+    bed.publish(&node).await;
+    assert_eq!((read("a"), read("b")), ("a two".into(), "b two".into()));
+    let data = std::fs::read_link(target.join("..data")).unwrap();
+    assert!(
+        data.to_string_lossy().starts_with("..20"),
+        "{}",
+        data.display()
+    );
+    let names: BTreeSet<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "a, b, ..data, one generation: {names:?}");
+    relative_intact();
+    absolute_intact();
+
+    node.node_client()
+        .await
+        .node_unpublish_volume(unpublish_request("crash-1", &target))
+        .await
+        .unwrap();
+    assert!(mounts_under(&bed.root).is_empty(), "nothing left mounted");
+    relative_intact();
+    absolute_intact();
 }
