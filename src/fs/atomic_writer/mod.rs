@@ -73,8 +73,8 @@ pub enum WriteError {
     },
     #[error(
         "volume {target}: no room for the new files on its file system: they need {needed} bytes \
-         and {inodes_needed} inodes, {available} of {total} bytes and {inodes_free} inodes are free \
-         (the old files stay until the swap); nothing was changed"
+         and {inodes_needed} inodes, {available} of {total} bytes and {inodes_free} inodes are \
+         free; the old files are kept"
     )]
     NoRoom {
         target: PathBuf,
