@@ -79,7 +79,9 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_MAX_CALL_RECV_MSG_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub max_call_recv_msg_size: usize,
 
-    /// Size limit of each volume's tmpfs, in bytes (suffixes k, M, G, Ki, Mi, Gi allowed).
+    /// Largest set of files one volume accepts, in bytes as it takes on tmpfs (each file in
+    /// whole pages); each volume's tmpfs is mounted at twice this, so a rotation always has
+    /// room for the old and the new set (suffixes k, M, G, Ki, Mi, Gi allowed).
     #[arg(long, env = "KEYMOUNT_TMPFS_SIZE", default_value = "16Mi", value_parser = parse_size)]
     pub tmpfs_size: u64,
 

@@ -154,10 +154,10 @@ async fn publishes_files_with_the_kubelet_layout_and_unpublishes_cleanly() {
             .starts_with("..20")
     );
 
-    // A real tmpfs with the hardening options.
+    // A real tmpfs with the hardening options, sized for two sets of --tmpfs-size=1Mi.
     let (fstype, options) = mount_entry(&target).expect("target is a mount point");
     assert_eq!(fstype, "tmpfs");
-    for opt in ["nodev", "nosuid", "noexec", "size=1024k", "mode=755"] {
+    for opt in ["nodev", "nosuid", "noexec", "size=2048k", "mode=755"] {
         assert!(options.contains(opt), "{opt} missing in {options}");
     }
 

@@ -170,7 +170,8 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     )
     .await?;
     if !output.files.is_empty() {
-        atomic_writer::write(&args.out, &output.files)?;
+        // The directory is the user's: only the writer's own entries are ever removed.
+        atomic_writer::write_shared(&args.out, &output.files)?;
     }
     println!(
         "fetched {class_id} (provider {provider_name}) into {}:",

@@ -72,13 +72,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
     });
     let states = VolumeStates::load(Some(state_dir))?;
+    // --tmpfs-size bounds a volume's set; the tmpfs holds two of them (old and new).
+    let limits = Limits {
+        max_total_bytes: args.tmpfs_size,
+        ..Limits::default()
+    };
     let config = NodeConfig {
         node_id: args.node_id.clone(),
-        tmpfs_size: Some(args.tmpfs_size),
-        limits: Limits {
-            max_total_bytes: args.tmpfs_size,
-            ..Limits::default()
-        },
+        tmpfs_size: Some(limits.tmpfs_size()),
+        limits,
         provider_timeout: args.provider_timeout,
         rotation_interval: args
             .enable_secret_rotation

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
 
+use super::atomic_writer::room;
+
 /// Bounds on what one volume may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -13,8 +15,19 @@ pub struct Limits {
     pub max_files: usize,
     /// Most path components in one file path.
     pub max_depth: usize,
-    /// Largest total size of all file contents, in bytes.
+    /// Most bytes one set may take on the volume's tmpfs: each file rounded up to whole pages,
+    /// plus a page for each top-level name too long for its link to live in the inode
+    /// (`--tmpfs-size`). The tmpfs is mounted at twice this, see [`Limits::tmpfs_size`].
     pub max_total_bytes: u64,
+}
+
+impl Limits {
+    /// The size to mount a volume's tmpfs with: room for two generations of the largest set
+    /// these limits accept, the old one and the new one a rotation writes beside it (with both
+    /// sets' top-level links), so a rotation always has room.
+    pub fn tmpfs_size(&self) -> u64 {
+        self.max_total_bytes.saturating_mul(2)
+    }
 }
 
 impl Default for Limits {
@@ -60,7 +73,10 @@ pub enum PathError {
     FileDirConflict { file: String, other: String },
     #[error("too many files: {count}, at most {max}")]
     TooManyFiles { count: usize, max: usize },
-    #[error("files are too large: {total} bytes in all, at most {max}")]
+    #[error(
+        "files are too large: they take {total} bytes on the volume's tmpfs (each file rounded \
+         up to whole pages), at most {max} (--tmpfs-size)"
+    )]
     TooLarge { total: u64, max: u64 },
     #[error("file {path:?} has mode {mode:o}; only permission bits (0 to 0777) are allowed")]
     BadMode { path: String, mode: i64 },
@@ -129,6 +145,8 @@ pub fn validate_set<'a>(
     limits: &Limits,
 ) -> Result<(), PathError> {
     let mut seen = BTreeSet::new();
+    let mut top_level = BTreeSet::new();
+    let mut sizes = Vec::new();
     let mut total: u64 = 0;
     for (path, mode, size) in files {
         validate_path(path, limits)?;
@@ -147,6 +165,8 @@ pub fn validate_set<'a>(
                 max: limits.max_files,
             });
         }
+        top_level.insert(path.split('/').next().unwrap_or(path));
+        sizes.push(size);
         total = total.saturating_add(size);
         if total > limits.max_total_bytes {
             return Err(PathError::TooLarge {
@@ -154,6 +174,15 @@ pub fn validate_set<'a>(
                 max: limits.max_total_bytes,
             });
         }
+    }
+    // What the set takes on tmpfs (pages, long links), so that two generations fit in a
+    // tmpfs of `Limits::tmpfs_size`.
+    let footprint = room::footprint(sizes, top_level.iter().copied(), room::page_size());
+    if footprint > limits.max_total_bytes {
+        return Err(PathError::TooLarge {
+            total: footprint,
+            max: limits.max_total_bytes,
+        });
     }
     // A path may not be both a file and a parent directory of another file ("a" and "a/b").
     for path in &seen {
@@ -218,10 +247,11 @@ mod tests {
 
     #[test]
     fn set_refuses_duplicates_conflicts_counts_sizes_and_modes() {
+        let page = room::page_size();
         let limits = Limits {
             max_files: 2,
             max_depth: 8,
-            max_total_bytes: 10,
+            max_total_bytes: 2 * page,
         };
         assert!(matches!(
             validate_set([("a", 0o644, 1), ("a", 0o644, 1)], &limits),
@@ -236,9 +266,37 @@ mod tests {
             Err(PathError::TooManyFiles { .. })
         ));
         assert!(matches!(
-            validate_set([("a", 0o644, 11)], &limits),
+            validate_set([("a", 0o644, 2 * page + 1)], &limits),
             Err(PathError::TooLarge { .. })
         ));
+        // Counted as tmpfs takes it: whole pages per file, a page for a long top-level name.
+        assert_eq!(
+            validate_set([("a", 0o644, page), ("b", 0o644, 1)], &limits),
+            Ok(())
+        );
+        assert_eq!(
+            validate_set([("a", 0o644, page + 1), ("b", 0o644, 1)], &limits),
+            Err(PathError::TooLarge {
+                total: 3 * page,
+                max: 2 * page
+            })
+        );
+        let long = "l".repeat(200);
+        assert!(matches!(
+            validate_set([(long.as_str(), 0o644, page)], &limits),
+            Ok(())
+        ));
+        let long_nested = format!("{long}/x");
+        assert_eq!(
+            validate_set(
+                [(long_nested.as_str(), 0o644, page), ("b", 0o644, 1)],
+                &limits
+            ),
+            Err(PathError::TooLarge {
+                total: 3 * page,
+                max: 2 * page
+            })
+        );
         assert!(matches!(
             validate_set([("a", 0o4755, 1)], &limits),
             Err(PathError::BadMode { .. })

@@ -1,8 +1,12 @@
 //! Start-up: the volumes published by the previous process (read from the state directory)
 //! are checked against the mount table, so rotation and sync carry on for pods that kept
 //! running through a restart, and records of mounts that vanished (a node reboot) are dropped.
+//! The layout of each kept volume is repaired first: a crash in the middle of a rotation may
+//! have left links of the next set before its swap, or stale links and the old generation
+//! after it.
 
 use super::VolumeService;
+use crate::fs::atomic_writer;
 use crate::mount;
 
 /// What start-up found in the state directory.
@@ -25,6 +29,9 @@ impl VolumeService {
             });
             if mounted {
                 found.kept += 1;
+                if let Err(error) = atomic_writer::repair(&record.target_path) {
+                    tracing::warn!(volume.id = %record.volume_id, %error, "cannot repair the volume's layout; the next write will");
+                }
                 continue;
             }
             match self.states.remove(&record.volume_id) {

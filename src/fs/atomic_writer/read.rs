@@ -1,0 +1,89 @@
+//! Reading a generation back, through the volume's directory fd and without following a
+//! link: the comparison that decides whether a fetched set is unchanged, and the listing the
+//! Secret sync uses.
+
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::dirfd::{DirFd, Kind};
+use super::layout::{self, DataLink};
+use super::{Payload, WriteError, at};
+
+/// Reads the files of the current generation back: `relative path -> absolute path`,
+/// following the layout this writer makes (used by the Secret sync).
+pub fn current_files(target: &Path) -> Result<Vec<(String, PathBuf)>, WriteError> {
+    let vol = DirFd::open(target).map_err(at("open", target))?;
+    let DataLink::Valid(generation) = layout::data_link(&vol)? else {
+        return Ok(Vec::new());
+    };
+    let gen_dir = vol
+        .child(generation.as_str())
+        .map_err(at("open", &target.join(&generation)))?;
+    let mut out = Vec::new();
+    collect_files(&gen_dir, "", &mut out).map_err(at("read", &gen_dir.path))?;
+    let root = target.join(generation);
+    Ok(out
+        .into_iter()
+        .filter(|(_, kind)| *kind == Kind::File)
+        .map(|(rel, _)| {
+            let path = root.join(&rel);
+            (rel, path)
+        })
+        .collect())
+}
+
+/// True when the generation holds exactly `files`: same paths, regular files only, same
+/// modes and contents.
+pub(super) fn matches_on_disk(vol: &DirFd, generation: &str, files: &[Payload]) -> bool {
+    let Ok(gen_dir) = vol.child(generation) else {
+        return false;
+    };
+    let mut on_disk = Vec::new();
+    if collect_files(&gen_dir, "", &mut on_disk).is_err()
+        || on_disk.len() != files.len()
+        || on_disk.iter().any(|(_, kind)| *kind != Kind::File)
+    {
+        return false;
+    }
+    files
+        .iter()
+        .all(|f| same_file(&gen_dir, f).unwrap_or(false))
+}
+
+fn same_file(gen_dir: &DirFd, file: &Payload) -> io::Result<bool> {
+    let (dir, base) = match file.path.rsplit_once('/') {
+        Some((parent, base)) => (Some(gen_dir.descend(parent)?), base),
+        None => (None, file.path.as_str()),
+    };
+    let mut handle = dir.as_ref().unwrap_or(gen_dir).open_file(base)?;
+    let meta = handle.metadata()?;
+    let expected = file.contents.expose();
+    if meta.permissions().mode() & 0o7777 != file.mode || meta.len() != expected.len() as u64 {
+        return Ok(false);
+    }
+    let mut contents = Vec::with_capacity(expected.len());
+    handle.read_to_end(&mut contents)?;
+    Ok(contents == *expected)
+}
+
+/// Every non-directory below `dir`, as (relative path, kind); directories are entered only
+/// when they are real directories of the same file system.
+fn collect_files(dir: &DirFd, prefix: &str, out: &mut Vec<(String, Kind)>) -> io::Result<()> {
+    for (name, kind) in dir.list()? {
+        let name = name
+            .into_string()
+            .map_err(|_| io::Error::other("a file name that is not UTF-8"))?;
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if kind == Kind::Dir {
+            collect_files(&dir.child(name.as_str())?, &rel, out)?;
+        } else {
+            out.push((rel, kind));
+        }
+    }
+    Ok(())
+}
