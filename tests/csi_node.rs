@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::mounts::{mount_entry, mounts_under};
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 use keymount::proto::csi::volume_capability::{AccessType, BlockVolume};
 use keymount::proto::csi::{
@@ -22,6 +25,7 @@ struct Bed {
     root: PathBuf,
     classes: PathBuf,
     providers: PathBuf,
+    kubelet: PathBuf,
     pods: PathBuf,
 }
 
@@ -32,7 +36,8 @@ impl Bed {
         let bed = Self {
             classes: root.join("classes"),
             providers: root.join("providers"),
-            pods: root.join("pods"),
+            kubelet: root.join("kubelet"),
+            pods: root.join("kubelet/pods"),
             root,
             _tmp: tmp,
         };
@@ -51,14 +56,14 @@ impl Bed {
         NodeOptions {
             class_dir: Some(self.classes.clone()),
             provider_dir: Some(self.providers.clone()),
+            kubelet_root: Some(self.kubelet.clone()),
             args: vec!["--provider-timeout=2s".into(), "--tmpfs-size=1Mi".into()],
             ..Default::default()
         }
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.pods
-            .join(format!("pod-{n}/volumes/kubernetes.io~csi/secrets/mount"))
+        kubelet_target(&self.kubelet, &pod_uid(n), "secrets")
     }
 
     /// Everything under the pods dir except the target trees: must stay empty.
@@ -318,7 +323,7 @@ async fn bad_input_gets_the_right_code_and_leaves_nothing_behind() {
             edit: |r| r.target_path = "relative/mount".into(),
             reply: files(&["a"]),
             code: Code::InvalidArgument,
-            message: "must be absolute",
+            message: "must be absolute and clean",
         },
         Case {
             name: "empty volume context",

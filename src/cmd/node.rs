@@ -73,6 +73,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let states = VolumeStates::load(Some(state_dir))?;
     let config = NodeConfig {
         node_id: args.node_id.clone(),
+        kubelet_root: args.kubelet_root_dir.clone(),
         tmpfs_size: Some(args.tmpfs_size),
         limits: Limits {
             max_total_bytes: args.tmpfs_size,

@@ -110,6 +110,7 @@ impl Bed {
     pub async fn node(&self, args: &[&str]) -> NodeProcess {
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
+            kubelet_root: Some(self.work.path().to_owned()),
             args: args.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
         })
