@@ -311,6 +311,7 @@ impl Bed {
         let kubeconfig = self.restricted_kubeconfig().await;
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(kubeconfig),
+            kubelet_root: Some(self.work.path().to_owned()),
             args: args.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
         })
