@@ -272,12 +272,21 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
     let mut client = node.node_client().await;
     let target = node.target(&pod_uid, "secrets");
     let request = || request_for("vol-1", &target, "db", &ns, &pod_uid);
-    client.node_publish_volume(request()).await.expect("publish");
+    client
+        .node_publish_volume(request())
+        .await
+        .expect("publish");
     let statuses = pod_status_api(kube, &ns);
     let name = format!("app-0-{ns}-db");
     let versions = |object: &DynamicObject| object.data["status"]["objects"].clone();
-    let status = statuses.get(&name).await.expect("pod status after the mount");
-    assert_eq!(versions(&status), serde_json::json!([{"id": "a", "version": "1"}]));
+    let status = statuses
+        .get(&name)
+        .await
+        .expect("pod status after the mount");
+    assert_eq!(
+        versions(&status),
+        serde_json::json!([{"id": "a", "version": "1"}])
+    );
 
     // The status object cannot be written (gone, and no new one may be created); the
     // provider has a new version.
@@ -290,8 +299,15 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
         .await
         .expect("a republish whose status write failed still answers OK");
     assert_eq!(plugin.mount_calls(), 2);
-    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two", "files rotated");
-    assert!(statuses.get_opt(&name).await.unwrap().is_none(), "status not written");
+    assert_eq!(
+        std::fs::read_to_string(target.join("a")).unwrap(),
+        "two",
+        "files rotated"
+    );
+    assert!(
+        statuses.get_opt(&name).await.unwrap().is_none(),
+        "status not written"
+    );
     // Said as it is: files rotated, status stale; in the log, the metrics and an event.
     assert!(
         node.logs()
@@ -330,7 +346,10 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
     let stale = stale.expect("a MountRotationStatusStale event");
     assert_eq!(stale.type_.as_deref(), Some("Warning"));
     let message = stale.message.unwrap_or_default();
-    assert!(message.contains("files rotated") && message.contains(&name), "{message}");
+    assert!(
+        message.contains("files rotated") && message.contains(&name),
+        "{message}"
+    );
     assert!(
         by_reason("MountRotationFailed").await.is_none(),
         "not reported as a failed rotation"
@@ -344,14 +363,20 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
     let mut repaired = None;
     for _ in 0..60 {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        client.node_publish_volume(request()).await.expect("republish");
+        client
+            .node_publish_volume(request())
+            .await
+            .expect("republish");
         repaired = statuses.get_opt(&name).await.unwrap();
         if repaired.is_some() {
             break;
         }
     }
     let repaired = repaired.expect("the next fetch wrote the pod status again");
-    assert_eq!(versions(&repaired), serde_json::json!([{"id": "a", "version": "2"}]));
+    assert_eq!(
+        versions(&repaired),
+        serde_json::json!([{"id": "a", "version": "2"}])
+    );
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two");
 
     client

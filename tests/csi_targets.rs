@@ -157,12 +157,23 @@ async fn invalid_targets_are_refused_before_anything_is_created_or_mounted() {
     let csi_dir = |n: usize| text(valid(n).parent().unwrap().parent().unwrap().to_owned());
 
     let cases: Vec<(&str, String, &str)> = vec![
-        ("symlinked target", text(link_target.clone()), "is a symlink"),
+        (
+            "symlinked target",
+            text(link_target.clone()),
+            "is a symlink",
+        ),
         ("symlinked pod directory", text(link_pod), "is a symlink"),
-        ("symlinked volume directory", text(link_volume), "is a symlink"),
+        (
+            "symlinked volume directory",
+            text(link_volume),
+            "is a symlink",
+        ),
         (
             "relative",
-            format!("kubelet/pods/{}/volumes/kubernetes.io~csi/s/mount", pod_uid(4)),
+            format!(
+                "kubelet/pods/{}/volumes/kubernetes.io~csi/s/mount",
+                pod_uid(4)
+            ),
             "must be absolute and clean",
         ),
         (
@@ -177,7 +188,10 @@ async fn invalid_targets_are_refused_before_anything_is_created_or_mounted() {
         ),
         (
             "dot-dot as the pod uid",
-            format!("{}/pods/../volumes/kubernetes.io~csi/s/mount", kubelet.display()),
+            format!(
+                "{}/pods/../volumes/kubernetes.io~csi/s/mount",
+                kubelet.display()
+            ),
             "is not a pod UID",
         ),
         (
@@ -185,7 +199,11 @@ async fn invalid_targets_are_refused_before_anything_is_created_or_mounted() {
             text(kubelet_target(&outside, &pod_uid(7), "secrets")),
             "must be absolute and clean",
         ),
-        ("/proc/sys", "/proc/sys".into(), "must be absolute and clean"),
+        (
+            "/proc/sys",
+            "/proc/sys".into(),
+            "must be absolute and clean",
+        ),
         (
             "not kubelet's layout",
             format!("{}/pods/{}/volumes/secrets", kubelet.display(), pod_uid(8)),
@@ -193,7 +211,10 @@ async fn invalid_targets_are_refused_before_anything_is_created_or_mounted() {
         ),
         (
             "a pod uid kubelet never makes",
-            format!("{}/pods/pod-1/volumes/kubernetes.io~csi/s/mount", kubelet.display()),
+            format!(
+                "{}/pods/pod-1/volumes/kubernetes.io~csi/s/mount",
+                kubelet.display()
+            ),
             "is not a pod UID",
         ),
     ];
@@ -212,7 +233,11 @@ async fn invalid_targets_are_refused_before_anything_is_created_or_mounted() {
             err.message()
         );
         let err = unpublish(&node, &id, target).await.expect_err(name);
-        assert_eq!(err.code(), Code::InvalidArgument, "unpublish {name}: {err:?}");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "unpublish {name}: {err:?}"
+        );
     }
     assert_eq!(plugin.mount_calls(), 0, "no provider was asked");
     assert_eq!(
@@ -259,7 +284,11 @@ async fn a_foreign_tmpfs_is_taken_over_and_left_untouched_when_the_publish_fails
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert_eq!(plugin.mount_calls(), 1);
-    assert_eq!(mounts_under(&target).len(), 1, "still mounted, nothing stacked");
+    assert_eq!(
+        mounts_under(&target).len(),
+        1,
+        "still mounted, nothing stacked"
+    );
     assert_eq!(std::fs::metadata(&target).unwrap().dev(), device);
     assert_eq!(tree(&target), before, "content untouched");
 
@@ -268,12 +297,19 @@ async fn a_foreign_tmpfs_is_taken_over_and_left_untouched_when_the_publish_fails
         .await
         .unwrap();
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "new");
-    assert_eq!(std::fs::metadata(&target).unwrap().dev(), device, "the same tmpfs");
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().dev(),
+        device,
+        "the same tmpfs"
+    );
     assert_eq!(mounts_under(&target).len(), 1, "taken over, not stacked");
     let (fs_type, options) = mount_entry(&target).unwrap();
     assert_eq!(fs_type, "tmpfs");
     for flag in ["nodev", "nosuid", "noexec"] {
-        assert!(options.contains(flag), "{flag} not set on the taken tmpfs: {options}");
+        assert!(
+            options.contains(flag),
+            "{flag} not set on the taken tmpfs: {options}"
+        );
     }
     assert_eq!(
         tree_outside(bed.root(), &target),
@@ -329,7 +365,11 @@ async fn a_mount_that_is_not_a_whole_tmpfs_is_refused_and_never_touched() {
             message.contains(&target.display().to_string()) && message.contains(&fs_type),
             "{name}: {message}"
         );
-        assert_eq!(mount_entry(&target), Some(entry.clone()), "{name}: still mounted");
+        assert_eq!(
+            mount_entry(&target),
+            Some(entry.clone()),
+            "{name}: still mounted"
+        );
         assert_eq!(mounts_under(&target).len(), 1, "{name}: nothing stacked");
         assert_eq!(tree(&target), before, "{name}: nothing written");
         assert_eq!(plugin.mount_calls(), 0, "{name}: no provider asked");
@@ -337,7 +377,11 @@ async fn a_mount_that_is_not_a_whole_tmpfs_is_refused_and_never_touched() {
         let err = unpublish(&node, &id, &target.display().to_string())
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "unpublish {name}: {err:?}");
+        assert_eq!(
+            err.code(),
+            Code::FailedPrecondition,
+            "unpublish {name}: {err:?}"
+        );
         assert_eq!(mount_entry(&target), Some(entry), "{name}: not unmounted");
         assert_eq!(tree(&target), before, "{name}: nothing removed");
         assert_eq!(
@@ -388,7 +432,8 @@ async fn settle(what: &str, check: impl Fn() -> bool) {
 async fn a_publish_abandoned_by_its_caller_ends_complete_and_recorded_or_unmounted() {
     let bed = Bed::new();
     let slow = |reply: Reply| Reply::Delay(Duration::from_millis(1500), Box::new(reply));
-    let plugin = FakePlugin::start(&bed.providers, "fake", slow(Reply::files(&[("a", "one")]))).await;
+    let plugin =
+        FakePlugin::start(&bed.providers, "fake", slow(Reply::files(&[("a", "one")]))).await;
     let node = bed.node().await;
     let records = || {
         keymount::volume::journal::read_records(&node.work_dir.join("state"))
@@ -408,7 +453,10 @@ async fn a_publish_abandoned_by_its_caller_ends_complete_and_recorded_or_unmount
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
-    settle("the abandoned publish to finish", || kept.join("a").exists()).await;
+    settle("the abandoned publish to finish", || {
+        kept.join("a").exists()
+    })
+    .await;
     assert_eq!(std::fs::read_to_string(kept.join("a")).unwrap(), "one");
     assert_eq!(mounts_under(&kept).len(), 1);
     settle("the record", || records().contains("kept")).await;
@@ -420,7 +468,10 @@ async fn a_publish_abandoned_by_its_caller_ends_complete_and_recorded_or_unmount
     assert_eq!(mounts_under(&kept).len(), 1);
 
     // 2. kubelet's deadline (grpc-timeout) passes; the provider then fails: nothing stays.
-    plugin.set_reply(slow(Reply::Status(tonic::Code::PermissionDenied, "no".into())));
+    plugin.set_reply(slow(Reply::Status(
+        tonic::Code::PermissionDenied,
+        "no".into(),
+    )));
     let gone = node.target(&pod_uid(2), "secrets");
     let mut request = tonic::Request::new(publish_request("gone", &gone, "db", "shop"));
     request.set_timeout(Duration::from_millis(400));

@@ -296,7 +296,11 @@ mod tests {
         };
         let status = Status::from(PublishError::Mount(foreign()));
         assert_eq!(status.code(), Code::FailedPrecondition);
-        assert!(status.message().contains("/t holds a ext4 mount"), "{}", status.message());
+        assert!(
+            status.message().contains("/t holds a ext4 mount"),
+            "{}",
+            status.message()
+        );
         assert_eq!(
             Status::from(UnpublishError::Mount(foreign())).code(),
             Code::FailedPrecondition

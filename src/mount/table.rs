@@ -139,7 +139,9 @@ mod tests {
 
     #[test]
     fn keymounts_and_upstreams_tmpfs_are_taken() {
-        let ours = format!("40 1 0:50 / {T} rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,size=1024k,mode=755");
+        let ours = format!(
+            "40 1 0:50 / {T} rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,size=1024k,mode=755"
+        );
         assert_eq!(at(&[ROOT, &ours]), AtPath::Tmpfs { hardened: true });
         let upstream = format!("41 1 0:51 / {T} rw,relatime - tmpfs tmpfs rw");
         assert_eq!(at(&[ROOT, &upstream]), AtPath::Tmpfs { hardened: false });
@@ -178,7 +180,10 @@ mod tests {
     fn the_same_tmpfs_elsewhere_in_the_pods_directory_is_fine() {
         let line = format!("40 1 0:50 / {T} rw,nosuid,nodev,noexec - tmpfs tmpfs rw");
         let propagated = "41 1 0:50 / /var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/s/mount/sub rw - tmpfs tmpfs rw";
-        assert_eq!(at(&[ROOT, &line, propagated]), AtPath::Tmpfs { hardened: true });
+        assert_eq!(
+            at(&[ROOT, &line, propagated]),
+            AtPath::Tmpfs { hardened: true }
+        );
     }
 
     #[test]

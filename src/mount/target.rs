@@ -29,9 +29,7 @@ pub enum TargetError {
         "target path {path:?} must be absolute and clean, of the form {root}/pods/<pod uid>/volumes/kubernetes.io~csi/<volume name>/mount"
     )]
     Shape { path: String, root: String },
-    #[error(
-        "target path {path:?}: pod uid {uid:?} is not a pod UID (1 to 64 hex digits and '-')"
-    )]
+    #[error("target path {path:?}: pod uid {uid:?} is not a pod UID (1 to 64 hex digits and '-')")]
     PodUid { path: String, uid: String },
     #[error(
         "target path {path:?}: volume name {name:?} is not a volume name (a DNS-1123 subdomain)"
@@ -273,8 +271,7 @@ impl Target {
             resolved: resolved_parent.join("mount"),
             parent,
         };
-        let meta = std::fs::symlink_metadata(pinned.via_fd())
-            .map_err(inspect(&self.path))?;
+        let meta = std::fs::symlink_metadata(pinned.via_fd()).map_err(inspect(&self.path))?;
         if meta.file_type().is_symlink() {
             let component = self.path.clone();
             return Err(self.error(|path| TargetError::Symlink { path, component }));
@@ -368,7 +365,10 @@ mod tests {
         ];
         for case in cases {
             let error = root().parse(&case).unwrap_err();
-            assert!(matches!(error, TargetError::Shape { .. }), "{case}: {error}");
+            assert!(
+                matches!(error, TargetError::Shape { .. }),
+                "{case}: {error}"
+            );
             assert!(error.is_invalid_path());
         }
     }
@@ -389,7 +389,8 @@ mod tests {
         }
         let long = "a".repeat(64);
         for name in ["..", ".", "-a", "a-", "A", "a_b", "a..b", long.as_str(), ""] {
-            let path = format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/{name}/mount");
+            let path =
+                format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/{name}/mount");
             let error = root().parse(&path).unwrap_err();
             assert!(
                 matches!(
@@ -419,7 +420,9 @@ mod tests {
         std::os::unix::fs::symlink(&real, &root_link).unwrap();
         let root = KubeletRoot::new(&root_link).unwrap();
 
-        let good = root.parse(root.target_of(UID, "a").to_str().unwrap()).unwrap();
+        let good = root
+            .parse(root.target_of(UID, "a").to_str().unwrap())
+            .unwrap();
         assert!(good.open().unwrap().is_none(), "missing: nothing to open");
         let pinned = good.create().unwrap();
         let real = std::fs::canonicalize(&real).unwrap();
@@ -437,12 +440,21 @@ mod tests {
         std::fs::create_dir(volumes.join("c")).unwrap();
         std::os::unix::fs::symlink(&outside, volumes.join("c/mount")).unwrap();
         for name in ["b", "c"] {
-            let target = root.parse(root.target_of(UID, name).to_str().unwrap()).unwrap();
+            let target = root
+                .parse(root.target_of(UID, name).to_str().unwrap())
+                .unwrap();
             for result in [target.open().map(|_| ()), target.create().map(|_| ())] {
                 let error = result.unwrap_err();
-                assert!(matches!(error, TargetError::Symlink { .. }), "{name}: {error}");
+                assert!(
+                    matches!(error, TargetError::Symlink { .. }),
+                    "{name}: {error}"
+                );
             }
         }
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing made outside");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing made outside"
+        );
     }
 }
