@@ -354,6 +354,14 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
         by_reason("MountRotationFailed").await.is_none(),
         "not reported as a failed rotation"
     );
+    // The record says so, on disk too: a restarted node repairs it as well.
+    let record = || {
+        keymount::volume::journal::read_records(&node.work_dir.join("state"))
+            .unwrap()
+            .remove("vol-1")
+            .expect("record of vol-1")
+    };
+    assert!(record().status_stale, "the record marks the status stale");
 
     // The denial ends; the next republishes (content unchanged) write the status again.
     Api::<ResourceQuota>::namespaced(kube.client(), &ns)
@@ -378,6 +386,15 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
         serde_json::json!([{"id": "a", "version": "2"}])
     );
     assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two");
+    let mut fresh = false;
+    for _ in 0..50 {
+        if !record().status_stale {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(fresh, "the record no longer marks the status stale");
 
     client
         .node_unpublish_volume(unpublish_request("vol-1", &target))
