@@ -311,7 +311,7 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
     // Said as it is: files rotated, status stale; in the log, the metrics and an event.
     assert!(
         node.logs()
-            .contains("files rotated, but the pod status is stale"),
+            .contains("files rotated, but the pod status or state record is stale"),
         "{}",
         node.logs()
     );

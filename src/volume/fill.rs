@@ -170,7 +170,7 @@ impl VolumeService {
                     %error,
                     changed,
                     class = %work.class_id,
-                    "files rotated, but the pod status is stale; the next fetch writes it again"
+                    "files rotated, but the pod status or state record is stale; the next fetch writes it again"
                 );
                 self.rotation_event(work, Ok(changed));
                 self.status_stale_event(work, changed, &error);
