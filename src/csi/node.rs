@@ -297,7 +297,7 @@ mod tests {
         let status = Status::from(PublishError::Mount(foreign()));
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(
-            status.message().contains("/t holds a ext4 mount"),
+            status.message().contains("/t holds a mount of type ext4"),
             "{}",
             status.message()
         );

@@ -20,7 +20,7 @@ pub enum MountError {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(
-        "target path {path} holds a {fs_type} mount keymount does not own ({why}); it is left as it is"
+        "target path {path} holds a mount of type {fs_type} that keymount does not own ({why}); it is left as it is"
     )]
     Foreign {
         path: PathBuf,
