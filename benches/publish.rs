@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 
 struct Settings {
@@ -170,14 +173,14 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 /// Runs `count` publishes (or republishes) `concurrency` at a time; returns each call's latency.
 async fn publish_all(
     node: &NodeProcess,
-    pods: &Path,
+    kubelet: &Path,
     range: std::ops::Range<usize>,
     concurrency: usize,
 ) -> Vec<Duration> {
     let client = node.node_client().await;
     futures::stream::iter(range)
         .map(|n| {
-            let target = pods.join(format!("pod-{n}/mount"));
+            let target = kubelet_target(kubelet, &pod_uid(n), "secrets");
             let req = publish_request(&format!("v{n}"), &target, "db", "bench");
             let mut client = client.clone();
             async move {
@@ -193,14 +196,14 @@ async fn publish_all(
 
 async fn unpublish_all(
     node: &NodeProcess,
-    pods: &Path,
+    kubelet: &Path,
     range: std::ops::Range<usize>,
     concurrency: usize,
 ) {
     let client = node.node_client().await;
     futures::stream::iter(range)
         .map(|n| {
-            let target = pods.join(format!("pod-{n}/mount"));
+            let target = kubelet_target(kubelet, &pod_uid(n), "secrets");
             let mut client = client.clone();
             async move {
                 client
@@ -222,10 +225,11 @@ async fn main() {
         Some(disk) => tempfile::tempdir_in(disk.root()).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let (classes, providers, pods) = (
+    // The kubelet root: targets are `<root>/pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`.
+    let (classes, providers, kubelet) = (
         tmp.path().join("classes"),
         tmp.path().join("providers"),
-        tmp.path().join("pods"),
+        tmp.path().to_owned(),
     );
     write_class(
         &classes,
@@ -247,6 +251,7 @@ async fn main() {
         ],
         env: vec![("RUST_LOG".into(), "warn".into())],
         work_dir: Some(work_dir),
+        kubelet_root: Some(kubelet.clone()),
         ..Default::default()
     })
     .await;
@@ -264,7 +269,8 @@ async fn main() {
     // kubelet creates each volume's parent directory (and writes its vol_data.json there)
     // before NodePublishVolume; keymount creates and removes only the target itself.
     for n in 0..s.volumes.max(110) {
-        std::fs::create_dir_all(pods.join(format!("pod-{n}"))).unwrap();
+        let target = kubelet_target(&kubelet, &pod_uid(n), "secrets");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     }
 
     // 1. First publishes (mount tmpfs, call the plugin, validate, write, record state).
@@ -277,14 +283,14 @@ async fn main() {
         let (node_before, driver_before) = (Cpu::of(node.pid()), Cpu::of(std::process::id()));
         let machine_before = machine_ticks();
         let started = Instant::now();
-        first.extend(publish_all(&node, &pods, done..done + batch, s.concurrency).await);
+        first.extend(publish_all(&node, &kubelet, done..done + batch, s.concurrency).await);
         wall += started.elapsed();
         let machine_after = machine_ticks();
         idle += machine_after.0 - machine_before.0;
         total += machine_after.1 - machine_before.1;
         node_cpu.add_since(node_before, Cpu::of(node.pid()));
         driver_cpu.add_since(driver_before, Cpu::of(std::process::id()));
-        unpublish_all(&node, &pods, done..done + batch, s.concurrency).await;
+        unpublish_all(&node, &kubelet, done..done + batch, s.concurrency).await;
         done += batch;
     }
     report("NodePublishVolume (mount)", first);
@@ -301,25 +307,25 @@ async fn main() {
     );
 
     // 2. 110 volumes mounted (kubelet's default max pods), then kubelet-style republishes.
-    publish_all(&node, &pods, 0..110, s.concurrency).await;
+    publish_all(&node, &kubelet, 0..110, s.concurrency).await;
     let mut republish = Vec::new();
     for _ in 0..(s.volumes / 110).max(1) {
-        republish.extend(publish_all(&node, &pods, 0..110, s.concurrency).await);
+        republish.extend(publish_all(&node, &kubelet, 0..110, s.concurrency).await);
     }
     report("republish inside interval", republish);
     // The same, one call at a time: the gate's own cost without queueing behind 31 others.
     let mut sequential = Vec::new();
     for _ in 0..(s.volumes / 110).max(1) {
-        sequential.extend(publish_all(&node, &pods, 0..110, 1).await);
+        sequential.extend(publish_all(&node, &kubelet, 0..110, 1).await);
     }
     report("republish, one at a time", sequential);
-    gate_in_process(&classes, &providers, &pods).await;
+    gate_in_process(&classes, &providers, &kubelet).await;
     let pid = node.pid();
     println!(
         "peak RSS of keymount node with 110 volumes mounted: {:.1} MiB",
         peak_rss_kib(pid) as f64 / 1024.0
     );
-    unpublish_all(&node, &pods, 0..110, s.concurrency).await;
+    unpublish_all(&node, &kubelet, 0..110, s.concurrency).await;
     assert!(
         harness::mounts::mounts_under(tmp.path()).is_empty(),
         "mount leaked"
@@ -328,12 +334,13 @@ async fn main() {
 
 /// The rotation gate itself, without gRPC: a `VolumeService` in this process publishes 110
 /// volumes, then each republish inside the interval is timed around `publish()` alone.
-async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
+async fn gate_in_process(classes: &Path, providers: &Path, kubelet: &Path) {
     use std::sync::Arc;
 
     use keymount::class::DirectoryClasses;
     use keymount::fs::paths::Limits;
     use keymount::metrics::Metrics;
+    use keymount::mount::KubeletRoot;
     use keymount::provider::Providers;
     use keymount::provider::plugin::{PluginClients, PluginSettings};
     use keymount::redact::Redacted;
@@ -345,6 +352,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
     let service = VolumeService::new(
         NodeConfig {
             node_id: "bench".into(),
+            kubelet_root: KubeletRoot::new(kubelet).unwrap(),
             tmpfs_size: Some(1 << 20),
             limits: Limits::default(),
             provider_timeout: Duration::from_secs(10),
@@ -363,7 +371,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
     let request = |n: usize| {
         let grpc = publish_request(
             &format!("g{n}"),
-            &pods.join(format!("gate-{n}/mount")),
+            &kubelet_target(kubelet, &pod_uid(n), "gate"),
             "db",
             "bench",
         );
@@ -390,7 +398,9 @@ async fn gate_in_process(classes: &Path, providers: &Path, pods: &Path) {
     }
     report("rotation gate, in process", samples);
     for n in 0..110 {
-        let target_path = pods.join(format!("gate-{n}/mount")).display().to_string();
+        let target_path = kubelet_target(kubelet, &pod_uid(n), "gate")
+            .display()
+            .to_string();
         service
             .unpublish(UnpublishRequest {
                 volume_id: format!("g{n}"),

@@ -98,6 +98,12 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_CLASS_DIR")]
     pub class_dir: Option<PathBuf>,
 
+    /// kubelet's root directory (its `--root-dir`). keymount publishes and unpublishes only
+    /// at `<dir>/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount`, with no symlink
+    /// below `<dir>`; any other target path is refused with INVALID_ARGUMENT.
+    #[arg(long, env = "KEYMOUNT_KUBELET_ROOT_DIR", default_value = crate::mount::target::DEFAULT_KUBELET_ROOT, value_parser = parse_kubelet_root)]
+    pub kubelet_root_dir: crate::mount::KubeletRoot,
+
     /// Directory of the volume state journal (metadata only), kept across restarts. Defaults
     /// to `state/` beside the CSI socket.
     #[arg(long, env = "KEYMOUNT_STATE_DIR")]
@@ -151,6 +157,11 @@ impl NodeArgs {
         dirs.push(self.provider_volume.clone());
         dirs
     }
+}
+
+/// An absolute, clean directory.
+fn parse_kubelet_root(text: &str) -> Result<crate::mount::KubeletRoot, String> {
+    crate::mount::KubeletRoot::new(text)
 }
 
 /// Parses `1048576`, `16M`, `16Mi`, `1G`, `512k`, ...
@@ -208,6 +219,19 @@ mod tests {
             ]
         );
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(120));
+        assert_eq!(
+            args.kubelet_root_dir.path(),
+            std::path::Path::new("/var/lib/kubelet")
+        );
+        let relative = Cli::try_parse_from([
+            "keymount",
+            "node",
+            "--nodeid",
+            "n1",
+            "--kubelet-root-dir",
+            "var/lib/kubelet",
+        ]);
+        assert!(relative.is_err(), "a relative kubelet root is refused");
         assert!(
             !args.enable_secret_sync,
             "the Secret sync is off unless asked for"

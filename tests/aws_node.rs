@@ -12,7 +12,9 @@ use aws_sdk_secretsmanager::primitives::Blob;
 use aws_sdk_ssm::types::ParameterType;
 use aws_support::{AwsProxy, between, ssm, tokens_json};
 use harness::mounts::mount_entry;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, pod_uid, publish_request, unpublish_request, write_class,
+};
 use keymount::provider::tokens::TOKENS_KEY;
 use support::kube::TestKube;
 use support::moto::{Moto, REGION};
@@ -82,7 +84,7 @@ async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
     .await;
     let mut client = node.node_client().await;
 
-    let target = work.path().join("pods/app-0/volumes/secrets");
+    let target = node.target(&pod_uid(1), "secrets");
     let mut request = publish_request("vol-aws-1", &target, "aws-app", &ns);
     let tokens = tokens_json(&[("sts.amazonaws.com", &token)]);
     request
@@ -131,7 +133,7 @@ async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
             ("objects", missing_objects),
         ],
     );
-    let other = work.path().join("pods/app-1/volumes/secrets");
+    let other = node.target(&pod_uid(2), "secrets");
     let mut missing = publish_request("vol-aws-2", &other, "aws-missing", &ns);
     missing
         .volume_context

@@ -328,6 +328,13 @@ fn the_daemonset_mounts_the_kubelet_dirs_with_the_right_propagation() {
             format!("{root_dir}/pods"),
             "{name}: same path inside as outside"
         );
+        // keymount accepts targets only below the same root kubelet uses.
+        let args = keymount_container(&objs)["args"].as_array().unwrap();
+        assert!(
+            args.iter()
+                .any(|a| a == &format!("--kubelet-root-dir={root_dir}")),
+            "{name}: --kubelet-root-dir={root_dir} not passed: {args:?}"
+        );
         for m in mounts.iter().filter(|m| m["name"] != "mountpoint-dir") {
             assert!(
                 m.get("mountPropagation").is_none(),

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use harness::mounts::{mount_entry, mounts_under};
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+};
 use harness::plugin::{FakePlugin, Reply};
 
 /// Names kept by every set, and names that alternate between two groups.
@@ -77,6 +79,7 @@ impl Bed {
             class_dir: Some(classes.clone()),
             provider_dir: Some(providers.clone()),
             work_dir: Some(work),
+            kubelet_root: Some(root.clone()),
             args: vec![
                 "--provider-timeout=30s".into(),
                 // 1000 files of a page each: 4 MiB a set; the tmpfs holds two.
@@ -100,8 +103,7 @@ impl Bed {
 
     /// The target as kubelet lays it out under its root.
     fn target(&self) -> PathBuf {
-        self.root
-            .join("pods/pod-1/volumes/kubernetes.io~csi/secrets/mount")
+        kubelet_target(&self.root, &pod_uid(1), "secrets")
     }
 
     /// The class, with a refresh stamp: a new stamp makes the next republish fetch at once.

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::mounts::{mount_entry, mounts_under};
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 use keymount::proto::csi::volume_capability::{AccessType, BlockVolume};
 use keymount::proto::csi::{
@@ -22,6 +25,7 @@ struct Bed {
     root: PathBuf,
     classes: PathBuf,
     providers: PathBuf,
+    kubelet: PathBuf,
     pods: PathBuf,
 }
 
@@ -32,7 +36,8 @@ impl Bed {
         let bed = Self {
             classes: root.join("classes"),
             providers: root.join("providers"),
-            pods: root.join("pods"),
+            kubelet: root.join("kubelet"),
+            pods: root.join("kubelet/pods"),
             root,
             _tmp: tmp,
         };
@@ -51,14 +56,14 @@ impl Bed {
         NodeOptions {
             class_dir: Some(self.classes.clone()),
             provider_dir: Some(self.providers.clone()),
+            kubelet_root: Some(self.kubelet.clone()),
             args: vec!["--provider-timeout=2s".into(), "--tmpfs-size=1Mi".into()],
             ..Default::default()
         }
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.pods
-            .join(format!("pod-{n}/volumes/kubernetes.io~csi/secrets/mount"))
+        kubelet_target(&self.kubelet, &pod_uid(n), "secrets")
     }
 
     /// Everything under the pods dir except the target trees: must stay empty.
@@ -318,7 +323,7 @@ async fn bad_input_gets_the_right_code_and_leaves_nothing_behind() {
             edit: |r| r.target_path = "relative/mount".into(),
             reply: files(&["a"]),
             code: Code::InvalidArgument,
-            message: "must be absolute",
+            message: "must be absolute and clean",
         },
         Case {
             name: "empty volume context",
@@ -739,6 +744,94 @@ async fn rotation_fetches_only_after_the_interval_and_rewrites_only_changes() {
         ),
         "{metrics}"
     );
+
+    unpublish(&node, "v", &target).await.unwrap();
+    assert!(mounts_under(&bed.root).is_empty());
+}
+
+/// Makes a file immutable (appends and renames over it fail, even for root) until dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: PathBuf) -> Self {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr +i {}", path.display());
+        Self(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_whose_state_record_fails_says_so_and_the_next_fetch_records_it() {
+    let bed = Bed::new();
+    let reply = |value: &str, version: &str| {
+        Reply::FilesVersions(
+            vec![("a".into(), 0o644, value.as_bytes().to_vec())],
+            vec![("a".into(), version.into())],
+        )
+    };
+    let plugin = FakePlugin::start(&bed.providers, "fake", reply("one", "1")).await;
+    let mut options = bed.options();
+    options.args.extend([
+        "--enable-secret-rotation".to_string(),
+        "--rotation-poll-interval=1s".to_string(),
+    ]);
+    let node = NodeProcess::start(options).await;
+    let target = bed.target(1);
+    let req = || publish_request("v", &target, "db", "shop");
+    publish(&node, req()).await.unwrap();
+    let state = node.work_dir.join("state");
+    let recorded = || {
+        keymount::volume::journal::read_records(&state)
+            .unwrap()
+            .remove("v")
+            .expect("record of v")
+            .versions[0]
+            .version
+            .clone()
+    };
+    assert_eq!(recorded(), "1");
+
+    // The journal refuses writes; the provider has a new version.
+    let frozen = Immutable::set(state.join("volumes.jsonl"));
+    plugin.set_reply(reply("two", "2"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    publish(&node, req()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two");
+    assert_eq!(recorded(), "1", "the record was not written");
+    assert!(
+        node.logs()
+            .contains("files rotated, but the pod status or state record is stale"),
+        "{}",
+        node.logs()
+    );
+    let (_, metrics) = node.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(
+            "rotation_reconcile_error_total{provider=\"fake\",error_type=\"FailedToSaveState\",os_type=\"linux\",rotated=\"true\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // Writable again: the next fetch (content unchanged) records the new versions.
+    drop(frozen);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    publish(&node, req()).await.unwrap();
+    assert_eq!(plugin.mount_calls(), 3, "fetched again");
+    assert_eq!(recorded(), "2", "the next fetch recorded it");
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two");
 
     unpublish(&node, "v", &target).await.unwrap();
     assert!(mounts_under(&bed.root).is_empty());

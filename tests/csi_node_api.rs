@@ -98,6 +98,7 @@ async fn classes_come_from_the_api_and_the_pod_status_is_recorded_there() {
     let node = NodeProcess::start(NodeOptions {
         kubeconfig: Some(kube.kubeconfig_path().to_owned()),
         provider_dir: Some(providers.clone()),
+        kubelet_root: Some(tmp.path().to_owned()),
         args: vec![],
         ..Default::default()
     })
@@ -188,4 +189,216 @@ async fn classes_come_from_the_api_and_the_pod_status_is_recorded_there() {
     assert!(mounts_under(tmp.path()).is_empty(), "no mount left");
     let logs = node.logs();
     assert!(!logs.contains("value-a"), "a secret value reached the logs");
+}
+
+/// A quota of zero SecretProviderClassPodStatus objects in `ns`: creating one is denied
+/// (what an RBAC denial or a missing CRD does to the pod status write), once the API server
+/// enforces it.
+async fn deny_pod_status_creation(kube: &TestKube, ns: &str) {
+    use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let quota = ResourceQuota {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("no-pod-status".into()),
+            ..Default::default()
+        },
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([(
+                "count/secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io".into(),
+                Quantity("0".into()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<ResourceQuota>::namespaced(kube.client(), ns)
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
+    // Enforced once a probe object cannot be created any more.
+    let api = pod_status_api(kube, ns);
+    for _ in 0..100 {
+        let probe: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClassPodStatus",
+            "metadata": {"name": "probe", "namespace": ns},
+        }))
+        .unwrap();
+        match api.create(&PostParams::default(), &probe).await {
+            Err(kube::Error::Api(e)) if e.code == 403 => return,
+            Ok(_) => {
+                let _ = api.delete("probe", &Default::default()).await;
+            }
+            Err(e) => panic!("probe: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the quota was never enforced");
+}
+
+#[tokio::test]
+async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repairs_it() {
+    use k8s_openapi::api::core::v1::{Event, ResourceQuota};
+    use kube::api::ListParams;
+
+    let kube = TestKube::get();
+    install_crds(kube).await;
+    let ns = kube.namespace("node-api-stale").await;
+    kube.create_service_account(&ns, "app", &[]).await;
+    let pod = kube.create_pod(&ns, "app-0", "app").await;
+    let pod_uid = pod.metadata.uid.clone().unwrap();
+    create_class(kube, &ns, "db", "fake").await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let providers = tmp.path().join("providers");
+    let v = |value: &str, version: &str| {
+        Reply::FilesVersions(
+            vec![("a".into(), 0o644, value.as_bytes().to_vec())],
+            vec![("a".into(), version.into())],
+        )
+    };
+    let plugin = FakePlugin::start(&providers, "fake", v("one", "1")).await;
+    let node = NodeProcess::start(NodeOptions {
+        kubeconfig: Some(kube.kubeconfig_path().to_owned()),
+        provider_dir: Some(providers.clone()),
+        kubelet_root: Some(tmp.path().to_owned()),
+        args: vec![
+            "--enable-secret-rotation".into(),
+            "--rotation-poll-interval=1s".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut client = node.node_client().await;
+    let target = node.target(&pod_uid, "secrets");
+    let request = || request_for("vol-1", &target, "db", &ns, &pod_uid);
+    client
+        .node_publish_volume(request())
+        .await
+        .expect("publish");
+    let statuses = pod_status_api(kube, &ns);
+    let name = format!("app-0-{ns}-db");
+    let versions = |object: &DynamicObject| object.data["status"]["objects"].clone();
+    let status = statuses
+        .get(&name)
+        .await
+        .expect("pod status after the mount");
+    assert_eq!(
+        versions(&status),
+        serde_json::json!([{"id": "a", "version": "1"}])
+    );
+
+    // The status object cannot be written (gone, and no new one may be created); the
+    // provider has a new version.
+    statuses.delete(&name, &Default::default()).await.unwrap();
+    deny_pod_status_creation(kube, &ns).await;
+    plugin.set_reply(v("two", "2"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    client
+        .node_publish_volume(request())
+        .await
+        .expect("a republish whose status write failed still answers OK");
+    assert_eq!(plugin.mount_calls(), 2);
+    assert_eq!(
+        std::fs::read_to_string(target.join("a")).unwrap(),
+        "two",
+        "files rotated"
+    );
+    assert!(
+        statuses.get_opt(&name).await.unwrap().is_none(),
+        "status not written"
+    );
+    // Said as it is: files rotated, status stale; in the log, the metrics and an event.
+    assert!(
+        node.logs()
+            .contains("files rotated, but the pod status or state record is stale"),
+        "{}",
+        node.logs()
+    );
+    let (_, metrics) = node.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(
+            "rotation_reconcile_error_total{provider=\"fake\",error_type=\"FailedToUpdatePodStatus\",os_type=\"linux\",rotated=\"true\"} 1"
+        ),
+        "{metrics}"
+    );
+    let events = Api::<Event>::namespaced(kube.client(), &ns);
+    let by_reason = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default().fields("involvedObject.name=app-0"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        }
+    };
+    let mut stale = None;
+    for _ in 0..100 {
+        stale = by_reason("MountRotationStatusStale").await;
+        if stale.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stale = stale.expect("a MountRotationStatusStale event");
+    assert_eq!(stale.type_.as_deref(), Some("Warning"));
+    let message = stale.message.unwrap_or_default();
+    assert!(
+        message.contains("files rotated") && message.contains(&name),
+        "{message}"
+    );
+    assert!(
+        by_reason("MountRotationFailed").await.is_none(),
+        "not reported as a failed rotation"
+    );
+    // The record says so, on disk too: a restarted node repairs it as well.
+    let record = || {
+        keymount::volume::journal::read_records(&node.work_dir.join("state"))
+            .unwrap()
+            .remove("vol-1")
+            .expect("record of vol-1")
+    };
+    assert!(record().status_stale, "the record marks the status stale");
+
+    // The denial ends; the next republishes (content unchanged) write the status again.
+    Api::<ResourceQuota>::namespaced(kube.client(), &ns)
+        .delete("no-pod-status", &Default::default())
+        .await
+        .unwrap();
+    let mut repaired = None;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        client
+            .node_publish_volume(request())
+            .await
+            .expect("republish");
+        repaired = statuses.get_opt(&name).await.unwrap();
+        if repaired.is_some() {
+            break;
+        }
+    }
+    let repaired = repaired.expect("the next fetch wrote the pod status again");
+    assert_eq!(
+        versions(&repaired),
+        serde_json::json!([{"id": "a", "version": "2"}])
+    );
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "two");
+    let mut fresh = false;
+    for _ in 0..50 {
+        if !record().status_stale {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(fresh, "the record no longer marks the status stale");
+
+    client
+        .node_unpublish_volume(unpublish_request("vol-1", &target))
+        .await
+        .expect("unpublish");
+    assert!(mounts_under(tmp.path()).is_empty(), "no mount left");
 }

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harness::mounts::mounts_under;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 
 struct Bed {
@@ -43,6 +46,7 @@ impl Bed {
             class_dir: Some(classes),
             provider_dir: Some(providers.clone()),
             work_dir: Some(work.clone()),
+            kubelet_root: Some(root.clone()),
             args,
             ..Default::default()
         };
@@ -56,9 +60,7 @@ impl Bed {
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.root.join(format!(
-            "pods/pod-{n}/volumes/kubernetes.io~csi/secrets/mount"
-        ))
+        kubelet_target(&self.root, &pod_uid(n), "secrets")
     }
 
     /// Volumes recorded in the state directory's journal.

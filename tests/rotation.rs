@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use harness::mounts::mounts_under;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use keymount::class::crd::SecretProviderClassPodStatus;
 use keymount::provider::tokens::TOKENS_KEY;
 use kube::Api;
@@ -436,6 +439,7 @@ async fn republishing_110_volumes_inside_the_interval_asks_the_provider_nothing(
     );
     let node = NodeProcess::start(NodeOptions {
         class_dir: Some(classes),
+        kubelet_root: Some(work.path().to_owned()),
         args: vec![
             "--enable-secret-rotation".into(),
             "--rotation-poll-interval=10m".into(),
@@ -448,7 +452,7 @@ async fn republishing_110_volumes_inside_the_interval_asks_the_provider_nothing(
     let request = |n: usize| {
         let mut req = publish_request(
             &format!("vol-{n}"),
-            &work.path().join(format!("pods/{n}/mount")),
+            &kubelet_target(work.path(), &pod_uid(n), "secrets"),
             "app",
             "shop",
         );
@@ -521,7 +525,7 @@ async fn republishing_110_volumes_inside_the_interval_asks_the_provider_nothing(
     for n in 0..VOLUMES {
         csi.node_unpublish_volume(unpublish_request(
             &format!("vol-{n}"),
-            &work.path().join(format!("pods/{n}/mount")),
+            &kubelet_target(work.path(), &pod_uid(n), "secrets"),
         ))
         .await
         .unwrap();

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use harness::mounts::mount_entry;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, pod_uid, publish_request, unpublish_request, write_class,
+};
 use keymount::provider::tokens::TOKENS_KEY;
 use serde_json::json;
 use support::openbao::OpenBao;
@@ -61,7 +63,7 @@ async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
     let mut client = node.node_client().await;
 
     let token = signer.token("shop", "web", "vault");
-    let target = work.path().join("pods/web-0/volumes/secrets");
+    let target = node.target(&pod_uid(1), "secrets");
     let mut request = publish_request("vol-1", &target, "app", "shop");
     request.volume_context.insert(
         "csi.storage.k8s.io/serviceAccount.name".into(),
@@ -90,7 +92,7 @@ async fn node_publishes_vault_secrets_onto_tmpfs_with_the_pods_token() {
     assert_eq!(whole["data"]["data"]["password"], "node-e2e-secret-42");
 
     // Another ServiceAccount's token is refused by Vault; the code reaches kubelet.
-    let other = work.path().join("pods/other-0/volumes/secrets");
+    let other = node.target(&pod_uid(2), "secrets");
     let mut denied = publish_request("vol-2", &other, "app", "shop");
     denied.volume_context.insert(
         TOKENS_KEY.into(),
@@ -187,7 +189,8 @@ async fn fetch_and_csi_commands() {
     })
     .await;
     let endpoint = format!("unix://{}", node.socket.display());
-    let target = work.path().join("pods/web-0/volumes/secrets");
+    let target = node.target(&pod_uid(1), "secrets");
+    let other = node.target(&pod_uid(2), "secrets");
     let csi = |args: &[&str]| {
         Command::new(bin)
             .args(["csi", "--endpoint", &endpoint])
@@ -228,7 +231,7 @@ async fn fetch_and_csi_commands() {
         "--volume-id",
         "v2",
         "--target-path",
-        &format!("{target_s}-2"),
+        &other.display().to_string(),
         "--class",
         "nope",
         "--namespace",

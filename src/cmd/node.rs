@@ -79,6 +79,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let config = NodeConfig {
         node_id: args.node_id.clone(),
+        kubelet_root: args.kubelet_root_dir.clone(),
         tmpfs_size: Some(limits.tmpfs_size()),
         limits,
         provider_timeout: args.provider_timeout,

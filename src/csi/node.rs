@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
 use crate::class::LookupError;
+use crate::mount::{MountError, TargetError};
 use crate::proto::csi::node_server::Node;
 use crate::proto::csi::volume_capability::AccessType as PbAccess;
 use crate::proto::csi::*;
@@ -38,13 +39,12 @@ impl From<PublishError> for Status {
             PublishError::MissingField(_)
             | PublishError::BlockVolume
             | PublishError::NotReadonly
-            | PublishError::BadTarget(_)
             | PublishError::Context(_)
             | PublishError::Tokens(_)
             | PublishError::ClassWithoutProvider { .. }
             | PublishError::ClassWithoutParameters { .. }
             | PublishError::VolumeAttribute { .. } => Code::InvalidArgument,
-            PublishError::Busy(_) => Code::Aborted,
+            PublishError::Busy(_) | PublishError::ShuttingDown => Code::Aborted,
             PublishError::LookupClass(LookupError::NotFound { .. }) => Code::NotFound,
             PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,
             PublishError::LookupClass(LookupError::ReadDir { .. })
@@ -59,10 +59,9 @@ impl From<PublishError> for Status {
             } => Code::NotFound,
             PublishError::Provider { source, .. } => source.code(),
             PublishError::ProviderTimeout { .. } => Code::DeadlineExceeded,
+            PublishError::BadTarget(e) => target_code(e),
+            PublishError::Mount(e) => mount_code(e),
             PublishError::InvalidFiles { .. }
-            | PublishError::CheckMount { .. }
-            | PublishError::CreateDir { .. }
-            | PublishError::Mount { .. }
             | PublishError::WriteFiles(_)
             | PublishError::SaveState(_) => Code::Internal,
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
@@ -72,14 +71,33 @@ impl From<PublishError> for Status {
     }
 }
 
+/// A refused target path is the caller's input; failing to inspect it is ours.
+fn target_code(error: &TargetError) -> Code {
+    if error.is_invalid_path() {
+        Code::InvalidArgument
+    } else {
+        Code::Internal
+    }
+}
+
+/// A mount keymount does not own is a precondition the caller can fix (or kubelet's
+/// cleanup will); the rest is the path or the node.
+fn mount_code(error: &MountError) -> Code {
+    match error {
+        MountError::Target(e) => target_code(e),
+        MountError::Foreign { .. } => Code::FailedPrecondition,
+        MountError::Io { .. } => Code::Internal,
+    }
+}
+
 impl From<UnpublishError> for Status {
     fn from(error: UnpublishError) -> Self {
         let code = match &error {
             UnpublishError::MissingField(_) => Code::InvalidArgument,
             UnpublishError::Busy(_) => Code::Aborted,
-            UnpublishError::Unmount { .. }
-            | UnpublishError::RemoveDir { .. }
-            | UnpublishError::ForgetState(_) => Code::Internal,
+            UnpublishError::BadTarget(e) => target_code(e),
+            UnpublishError::Mount(e) => mount_code(e),
+            UnpublishError::ForgetState(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
     }
@@ -108,7 +126,8 @@ impl Node for NodeService {
             volume_context: r.volume_context.into_iter().collect(),
             secrets: Redacted::new(r.secrets.into_iter().collect()),
         };
-        self.volumes.publish(req).await?;
+        // In a task of its own: a caller giving up does not cancel a mount halfway.
+        self.volumes.publish_detached(req).await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
@@ -260,6 +279,40 @@ mod tests {
         assert_eq!(
             Status::from(UnpublishError::Busy("v".into())).code(),
             Code::Aborted
+        );
+    }
+
+    #[test]
+    fn target_and_mount_errors_map_to_codes() {
+        let root = crate::mount::KubeletRoot::default();
+        let bad = || root.parse("/proc/sys").unwrap_err();
+        assert_eq!(code(PublishError::BadTarget(bad())), Code::InvalidArgument);
+        let status = Status::from(UnpublishError::BadTarget(bad()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("/var/lib/kubelet/pods/<pod uid>"));
+        let foreign = || MountError::Foreign {
+            path: "/t".into(),
+            fs_type: "ext4".into(),
+            why: "not a tmpfs",
+        };
+        let status = Status::from(PublishError::Mount(foreign()));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("/t holds a mount of type ext4"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            Status::from(UnpublishError::Mount(foreign())).code(),
+            Code::FailedPrecondition
+        );
+        let inspect = TargetError::Inspect {
+            component: "/t".into(),
+            source: std::io::Error::other("EIO"),
+        };
+        assert_eq!(
+            code(PublishError::Mount(MountError::Target(inspect))),
+            Code::Internal
         );
     }
 }

@@ -47,3 +47,22 @@ pub fn is_mount_point(target: &Path) -> io::Result<bool> {
     let parent_meta = std::fs::metadata(parent)?;
     Ok(meta.dev() != parent_meta.dev() || meta.ino() == parent_meta.ino())
 }
+
+/// Sets nodev, nosuid and noexec on the mount whose root `root` is open on (a tmpfs keymount
+/// took over from the upstream driver, which mounts without them). Per-mount flags only: the
+/// tmpfs's size and content stay.
+pub fn harden(root: &std::fs::File) -> io::Result<()> {
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NOEXEC;
+    mount(
+        None::<&str>,
+        super::target::fd_path(root).as_path(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}

@@ -20,6 +20,9 @@ pub const SYNC_COMPONENT: &str = "csi-secrets-store-controller";
 pub const ROTATION_COMPLETE: &str = "MountRotationComplete";
 /// Rotation failed; the old content stays (upstream's reason for a failed mount rotation).
 pub const ROTATION_FAILED: &str = "MountRotationFailed";
+/// A rotation fetched and wrote the files, but the SecretProviderClassPodStatus (or the
+/// volume's state record) could not be written: the status is stale until the next fetch.
+pub const ROTATION_STATUS_STALE: &str = "MountRotationStatusStale";
 /// A rotation changed a synced Secret.
 pub const SECRET_ROTATION_COMPLETE: &str = "SecretRotationComplete";
 /// A Secret could not be synced (e.g. one keymount does not manage).

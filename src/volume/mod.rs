@@ -5,6 +5,7 @@ mod blocking;
 pub mod context;
 pub mod events;
 mod fetch;
+mod fill;
 pub mod journal;
 pub mod locks;
 mod notify;

@@ -6,8 +6,8 @@ use std::path::{Component, Path};
 
 use super::VolumeService;
 use super::events::{
-    PodRef, ROTATION_COMPLETE, ROTATION_COMPONENT, ROTATION_FAILED, SECRET_ROTATION_COMPLETE,
-    SECRET_SYNC_FAILED, SYNC_COMPONENT, Severity,
+    PodRef, ROTATION_COMPLETE, ROTATION_COMPONENT, ROTATION_FAILED, ROTATION_STATUS_STALE,
+    SECRET_ROTATION_COMPLETE, SECRET_SYNC_FAILED, SYNC_COMPONENT, Severity,
 };
 use super::publish::{PublishError, Work};
 use crate::provider::MountOutput;
@@ -57,6 +57,30 @@ impl VolumeService {
                 format!("rotation failed, previous contents kept: {error}"),
             ),
         }
+    }
+
+    /// Records a rotation whose files were written but whose pod status or state record was
+    /// not, as a Warning event on the pod (the MountRotationComplete event, if any, tells
+    /// that the files changed).
+    pub(super) fn status_stale_event(&self, work: &Work<'_>, changed: bool, error: &PublishError) {
+        let (Some(events), Some(pod)) = (self.events.as_ref(), pod_ref(work)) else {
+            return;
+        };
+        let files = if changed {
+            "files rotated"
+        } else {
+            "files unchanged"
+        };
+        events.emit(
+            &pod,
+            ROTATION_COMPONENT,
+            Severity::Warning,
+            ROTATION_STATUS_STALE,
+            format!(
+                "{files} for SecretProviderClass {}, but the status is stale ({error}); the next fetch writes it again",
+                work.class_id
+            ),
+        );
     }
 
     /// Mirrors the class's `secretObjects` when the sync is on. A failure fails a first mount

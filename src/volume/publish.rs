@@ -1,9 +1,9 @@
-//! NodePublishVolume: validate, find the class and provider, mount a tmpfs, fetch with the
-//! pod's identity, validate every returned path, write atomically, record the pod status.
-//! A republish of a mounted volume goes through the rotation gate instead.
+//! NodePublishVolume: validate (the target under the kubelet root), find the class and
+//! provider, then mount, fill and record (`fill.rs`). A republish of a mounted volume goes
+//! through the rotation gate instead.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,10 +15,8 @@ use super::context::VolumeContext;
 use super::pod_status::{self, PodStatusInput};
 use super::service::{REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::VolumeRecord;
-use super::unpublish::remove_target;
 use crate::class::SecretProviderClass;
-use crate::fs::atomic_writer::{self, Outcome};
-use crate::mount;
+use crate::mount::{Found, KubeletRoot, Target, owned};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::{MountInput, MountOutput, Provider, ServiceAccountTokens};
 use crate::redact::Redacted;
@@ -56,18 +54,22 @@ pub enum PublishOutcome {
     Skipped,
     /// Republish that asked the provider; `changed` tells whether files were swapped.
     Rotated { changed: bool },
+    /// Republish that asked the provider and wrote the files (swapped when `changed`), but
+    /// whose SecretProviderClassPodStatus or state record could not be written: the status
+    /// is stale until the next fetch, which writes it again even if nothing changed.
+    RotatedStatusStale { changed: bool },
     /// Republish whose fetch failed: the old content stays (kubelet would otherwise remove it).
     RotationFailed,
 }
 
 /// The validated parts of a request.
 struct Validated {
-    target: PathBuf,
+    target: Target,
     context: VolumeContext,
     tokens: ServiceAccountTokens,
 }
 
-fn validate(req: &PublishRequest) -> Result<Validated, PublishError> {
+fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, PublishError> {
     if req.volume_id.is_empty() {
         return Err(PublishError::MissingField("volume_id"));
     }
@@ -82,15 +84,7 @@ fn validate(req: &PublishRequest) -> Result<Validated, PublishError> {
     if !req.readonly {
         return Err(PublishError::NotReadonly);
     }
-    let target = PathBuf::from(&req.target_path);
-    let clean = target.is_absolute()
-        && target
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && target.parent().is_some();
-    if !clean {
-        return Err(PublishError::BadTarget(req.target_path.clone()));
-    }
+    let target = root.parse(&req.target_path)?;
     if req.volume_context.is_empty() {
         return Err(PublishError::MissingField("volume_context"));
     }
@@ -138,17 +132,16 @@ impl VolumeService {
         req: &PublishRequest,
         provider_name: &mut String,
     ) -> Result<PublishOutcome, PublishError> {
-        let v = validate(req)?;
+        let v = validate(req, &self.config.kubelet_root)?;
         let _guard = self
             .locks
             .try_lock(&req.volume_id)
             .ok_or_else(|| PublishError::Busy(req.volume_id.clone()))?;
 
-        let mounted =
-            mount::is_mount_point(&v.target).map_err(|source| PublishError::CheckMount {
-                path: v.target.clone(),
-                source,
-            })?;
+        // What is at the target decides: a mount keymount may not take is refused here.
+        let target = v.target.clone();
+        let found = off_runtime(move || owned::inspect(&target)).await?;
+        let mounted = matches!(found, Found::Tmpfs { .. });
         let record = self.states.get(&req.volume_id).filter(|_| mounted);
         if let Some(record) = &record {
             *provider_name = record.provider.clone();
@@ -207,7 +200,7 @@ impl VolumeService {
             attributes,
             tokens: v.tokens,
             secrets: req.secrets.clone(),
-            target_path: v.target.clone(),
+            target_path: v.target.path().to_owned(),
             permission: DEFAULT_PERMISSION,
             current_versions: record
                 .as_ref()
@@ -216,7 +209,7 @@ impl VolumeService {
         };
         let work = Work {
             req,
-            target: &v.target,
+            target: v.target.path(),
             context: &v.context,
             class: &class,
             class_id: &class_id,
@@ -226,12 +219,16 @@ impl VolumeService {
         };
         match record {
             Some(record) => Ok(self.rotate(&work, &record).await),
-            None => self.first_mount(&work, mounted).await,
+            None => self.first_mount(&work, &v.target, found).await,
         }
     }
 
-    /// True when a mounted volume's content should be fetched again.
+    /// True when a mounted volume's content should be fetched again (also when its pod
+    /// status could not be written at the last fetch: the fetch writes it again).
     fn rotation_due(&self, record: &VolumeRecord, class: &SecretProviderClass) -> bool {
+        if record.status_stale {
+            return true;
+        }
         let now = Utc::now();
         let annotations = class.metadata.annotations.as_ref();
         let stamp = annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned();
@@ -250,7 +247,7 @@ impl VolumeService {
         record.fetched_at + interval <= now
     }
 
-    async fn fetch(&self, work: &Work<'_>) -> Result<MountOutput, PublishError> {
+    pub(super) async fn fetch(&self, work: &Work<'_>) -> Result<MountOutput, PublishError> {
         fetch_checked(
             work.provider,
             work.input,
@@ -261,94 +258,7 @@ impl VolumeService {
         .await
     }
 
-    /// Fetch, write, sync and record; only what must happen after the tmpfs is mounted.
-    /// `first` is true for a first mount (every step's failure fails it).
-    async fn fill(&self, work: &Work<'_>, first: bool) -> Result<bool, PublishError> {
-        let output = self.fetch(work).await?;
-        let changed = if output.files.is_empty() {
-            // The provider wrote its files itself (upstream's legacy mode).
-            true
-        } else {
-            // On the worker: the writes go to the volume's tmpfs, memory only.
-            atomic_writer::write(work.target, &output.files)? == Outcome::Written
-        };
-        self.sync_secrets(work, &output, first).await?;
-        if changed || first {
-            self.record_pod_status(work, &output).await?;
-        }
-        let annotations = work.class.metadata.annotations.as_ref();
-        self.states.put(VolumeRecord {
-            volume_id: work.req.volume_id.clone(),
-            target_path: work.target.to_owned(),
-            pod_namespace: work.context.pod_namespace.clone(),
-            pod_name: work.context.pod_name.clone(),
-            pod_uid: work.context.pod_uid.clone(),
-            class: work.context.class.clone(),
-            provider: work.provider_name.to_owned(),
-            versions: output.versions,
-            fetched_at: Utc::now(),
-            refresh_before: output.refresh_before,
-            refresh_stamp: annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned(),
-        })?;
-        Ok(changed)
-    }
-
-    async fn first_mount(
-        &self,
-        work: &Work<'_>,
-        already_mounted: bool,
-    ) -> Result<PublishOutcome, PublishError> {
-        let target = work.target;
-        if !already_mounted {
-            let (path, size) = (target.to_owned(), self.config.tmpfs_size);
-            off_runtime(move || mount_fresh(path, size)).await?;
-        }
-        match self.fill(work, true).await {
-            Ok(_) => {
-                tracing::info!(
-                    pod = %format!("{}/{}", work.context.pod_namespace, work.context.pod_name.as_deref().unwrap_or("?")),
-                    class = %work.class_id,
-                    provider = %work.provider_name,
-                    "volume published"
-                );
-                Ok(PublishOutcome::Mounted)
-            }
-            Err(error) => {
-                // Nothing half-mounted stays behind.
-                let path = target.to_owned();
-                if let Err(cleanup) = off_runtime(move || remove_target(&path)).await {
-                    tracing::error!(%cleanup, "cleanup after a failed publish failed");
-                }
-                Err(error)
-            }
-        }
-    }
-
-    async fn rotate(&self, work: &Work<'_>, record: &VolumeRecord) -> PublishOutcome {
-        let started = Instant::now();
-        let result = self.fill(work, false).await;
-        let seconds = started.elapsed().as_secs_f64();
-        match result {
-            Ok(changed) => {
-                self.metrics
-                    .rotation(work.provider_name, changed, None, seconds);
-                if changed {
-                    tracing::info!(class = %work.class_id, "rotated: new content swapped in");
-                }
-                self.rotation_event(work, Ok(changed));
-                PublishOutcome::Rotated { changed }
-            }
-            Err(error) => {
-                self.metrics
-                    .rotation(work.provider_name, false, Some(error.reason()), seconds);
-                tracing::warn!(%error, versions = record.versions.len(), "rotation failed; old content kept");
-                self.rotation_event(work, Err(&error));
-                PublishOutcome::RotationFailed
-            }
-        }
-    }
-
-    async fn record_pod_status(
+    pub(super) async fn record_pod_status(
         &self,
         work: &Work<'_>,
         output: &MountOutput,
@@ -380,23 +290,6 @@ impl VolumeService {
                 source,
             })
     }
-}
-
-/// Creates the target directory and mounts a fresh tmpfs on it; a failed mount removes the
-/// directory again.
-fn mount_fresh(target: PathBuf, size: Option<u64>) -> Result<(), PublishError> {
-    std::fs::create_dir_all(&target).map_err(|source| PublishError::CreateDir {
-        path: target.clone(),
-        source,
-    })?;
-    if let Err(source) = mount::mount_tmpfs(&target, size) {
-        let _ = std::fs::remove_dir(&target);
-        return Err(PublishError::Mount {
-            path: target,
-            source,
-        });
-    }
-    Ok(())
 }
 
 /// Everything one publish works with, resolved.

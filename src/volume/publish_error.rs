@@ -1,13 +1,12 @@
 //! Why a publish failed, and the metrics `error_type` of each cause.
 
-use std::path::PathBuf;
-
 use super::context::ContextError;
 use super::state::StateError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
 use crate::fs::paths::PathError;
 use crate::provider::access::OverrideError;
+use crate::mount::{MountError, TargetError};
 use crate::provider::tokens::TokensError;
 use crate::provider::{ProviderError, ResolveError};
 use crate::sync::SyncError;
@@ -21,14 +20,16 @@ pub enum PublishError {
     BlockVolume,
     #[error("readonly must be true: secrets volumes are mounted read-only")]
     NotReadonly,
-    #[error("target path {0:?} must be absolute and clean")]
-    BadTarget(String),
+    #[error(transparent)]
+    BadTarget(#[from] TargetError),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]
     Tokens(#[from] TokensError),
     #[error("volume {0} is busy with another call; retry")]
     Busy(String),
+    #[error("keymount is shutting down; retry")]
+    ShuttingDown,
     #[error(transparent)]
     LookupClass(#[from] LookupError),
     #[error("SecretProviderClass {class} has no spec.provider")]
@@ -69,24 +70,8 @@ pub enum PublishError {
         #[source]
         source: PathError,
     },
-    #[error("check mount of {path}: {source}")]
-    CheckMount {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("create target directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mount tmpfs at {path}: {source}")]
-    Mount {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error("write files: {0}")]
     WriteFiles(#[from] WriteError),
     #[error("update SecretProviderClassPodStatus {name}: {source}")]
@@ -112,11 +97,10 @@ impl PublishError {
             Self::MissingField(_)
             | Self::BlockVolume
             | Self::NotReadonly
-            | Self::BadTarget(_)
             | Self::Context(_)
             | Self::Tokens(_)
             | Self::VolumeAttribute { .. } => "InvalidArgument",
-            Self::Busy(_) => "Busy",
+            Self::Busy(_) | Self::ShuttingDown => "Busy",
             Self::LookupClass(_)
             | Self::ClassWithoutProvider { .. }
             | Self::ClassWithoutParameters { .. } => "SecretProviderClassNotFound",
@@ -124,8 +108,12 @@ impl PublishError {
             Self::Provider { source, .. } => source.reason(),
             Self::ProviderTimeout { .. } => "GRPCProviderError",
             Self::InvalidFiles { .. } | Self::WriteFiles(_) => "FileWriteError",
-            Self::CheckMount { .. } | Self::CreateDir { .. } => "FailedToEnsureMountPoint",
-            Self::Mount { .. } => "FailedToMount",
+            Self::BadTarget(e) | Self::Mount(MountError::Target(e)) if e.is_invalid_path() => {
+                "InvalidArgument"
+            }
+            Self::BadTarget(_) | Self::Mount(MountError::Target(_)) => "FailedToEnsureMountPoint",
+            Self::Mount(MountError::Foreign { .. }) => "ForeignMount",
+            Self::Mount(MountError::Io { .. }) => "FailedToMount",
             Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
             Self::SaveState(_) => "FailedToSaveState",
             Self::SyncSecret { source, .. } => source.reason(),

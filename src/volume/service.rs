@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::class::ClassSource;
 use crate::fs::paths::Limits;
 use crate::metrics::Metrics;
+use crate::mount::KubeletRoot;
 use crate::provider::Providers;
 use crate::provider::access::OverridePolicy;
 use crate::sync::SecretSync;
@@ -13,6 +14,7 @@ use crate::sync::SecretSync;
 use super::events::PodEvents;
 
 use super::locks::VolumeLocks;
+use super::publish::{PublishError, PublishOutcome, PublishRequest};
 use super::state::VolumeStates;
 
 /// Class annotation that overrides the rotation interval for one class (e.g. `30s`, `1h`).
@@ -25,6 +27,8 @@ pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-at";
 pub struct NodeConfig {
     /// This node's name (label of the pod status objects).
     pub node_id: String,
+    /// kubelet's root directory: every target must be a CSI volume's `mount` below it.
+    pub kubelet_root: KubeletRoot,
     /// Size limit of each tmpfs, in bytes.
     pub tmpfs_size: Option<u64>,
     /// Bounds on what a provider may return.
@@ -88,6 +92,22 @@ impl VolumeService {
             metrics,
             events,
             secret_sync: None,
+        }
+    }
+
+    /// Publishes in a task of its own and waits for it. tonic drops the handler's future when
+    /// the caller gives up (kubelet's deadline passed, the call cancelled); the task still
+    /// finishes the publish or its cleanup, holding the volume's lock until then (a retry
+    /// meanwhile gets ABORTED), so no tmpfs stays mounted with nothing recording it.
+    pub async fn publish_detached(
+        self: &Arc<Self>,
+        req: PublishRequest,
+    ) -> Result<PublishOutcome, PublishError> {
+        let service = Arc::clone(self);
+        match tokio::spawn(async move { service.publish(req).await }).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(PublishError::ShuttingDown),
         }
     }
 

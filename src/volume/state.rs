@@ -34,6 +34,10 @@ pub struct VolumeRecord {
     /// The class's refresh annotation as of the last fetch (on-demand refresh).
     #[serde(default)]
     pub refresh_stamp: Option<String>,
+    /// The SecretProviderClassPodStatus could not be written at the last fetch: the next
+    /// republish fetches and writes it again, even if the content did not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub status_stale: bool,
 }
 
 /// Failure to persist or read a record.
@@ -179,6 +183,7 @@ mod tests {
             fetched_at: Utc::now(),
             refresh_before: None,
             refresh_stamp: None,
+            status_stale: false,
         }
     }
 

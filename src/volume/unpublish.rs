@@ -1,10 +1,11 @@
-//! NodeUnpublishVolume: unmount, remove the directory, forget the volume. Idempotent.
-
-use std::path::PathBuf;
+//! NodeUnpublishVolume: check the target, unmount the tmpfs there, remove the directory,
+//! forget the volume. Idempotent. A target that is not a valid path under the kubelet root
+//! is refused before anything is touched, and a mount keymount may not take (not a whole,
+//! unshared, read-write tmpfs) is neither unmounted nor removed.
 
 use super::VolumeService;
 use super::blocking::off_runtime;
-use crate::mount;
+use crate::mount::{MountError, TargetError, owned};
 
 /// A validated unpublish call.
 #[derive(Debug, Clone)]
@@ -20,18 +21,10 @@ pub enum UnpublishError {
     MissingField(&'static str),
     #[error("volume {0} is busy with another call; retry")]
     Busy(String),
-    #[error("unmount {path}: {source}")]
-    Unmount {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("remove {path}: {source}")]
-    RemoveDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    BadTarget(#[from] TargetError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error(transparent)]
     ForgetState(#[from] super::state::StateError),
 }
@@ -56,12 +49,12 @@ impl VolumeService {
         if req.target_path.is_empty() {
             return Err(UnpublishError::MissingField("target_path"));
         }
+        let target = self.config.kubelet_root.parse(&req.target_path)?;
         let _guard = self
             .locks
             .try_lock(&req.volume_id)
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
-        let target = PathBuf::from(&req.target_path);
-        off_runtime(move || remove_target(&target)).await?;
+        off_runtime(move || owned::unmount_and_remove(&target)).await?;
         self.states.remove(&req.volume_id)?;
         drop(_guard);
         self.locks.forget(&req.volume_id);
@@ -69,32 +62,11 @@ impl VolumeService {
     }
 }
 
-/// Unmounts `target` if mounted (repeatedly, in case of stacked mounts) and removes the
-/// now-empty directory. Missing is fine.
-pub(crate) fn remove_target(target: &std::path::Path) -> Result<(), UnpublishError> {
-    let unmount_err = |source| UnpublishError::Unmount {
-        path: target.to_owned(),
-        source,
-    };
-    // Stacked mounts are possible (a retried publish on an old kubelet); peel a few layers.
-    // umount(2) itself says when nothing is left (EINVAL), so no stat is needed first.
-    for _ in 0..4 {
-        if !mount::unmount(target).map_err(unmount_err)? {
-            break;
-        }
-    }
-    match std::fs::remove_dir(target) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(UnpublishError::RemoveDir {
-            path: target.to_owned(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::mount::{self, KubeletRoot, MountError, TargetError, owned};
+
+    const UID: &str = "0b2e1f4c-0000-4000-8000-000000000001";
 
     fn tmpfs_at(path: &std::path::Path) {
         std::fs::create_dir_all(path).unwrap();
@@ -104,29 +76,38 @@ mod tests {
     #[test]
     fn stacked_mounts_are_peeled_and_the_directory_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("mount");
-        tmpfs_at(&target);
-        tmpfs_at(&target);
-        remove_target(&target).unwrap();
-        assert!(!target.exists());
+        let root = KubeletRoot::new(dir.path()).unwrap();
+        let path = root.target_of(UID, "secrets");
+        tmpfs_at(&path);
+        tmpfs_at(&path);
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        owned::unmount_and_remove(&target).unwrap();
+        assert!(!path.exists());
         // Again, and on a path never published: nothing to do.
-        remove_target(&target).unwrap();
+        owned::unmount_and_remove(&target).unwrap();
     }
 
     #[test]
     fn a_symlink_at_the_target_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(dir.path()).unwrap();
         let elsewhere = dir.path().join("elsewhere");
         tmpfs_at(&elsewhere);
-        let target = dir.path().join("mount");
-        std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
+        let path = root.target_of(UID, "secrets");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
 
-        let error = remove_target(&target).unwrap_err();
-        assert!(matches!(error, UnpublishError::RemoveDir { .. }), "{error}");
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        let error = owned::unmount_and_remove(&target).unwrap_err();
+        assert!(
+            matches!(error, MountError::Target(TargetError::Symlink { .. })),
+            "{error}"
+        );
         assert!(
             mount::is_mount_point(&elsewhere).unwrap(),
             "the mount the symlink points at is untouched"
         );
+        assert!(path.is_symlink(), "the symlink stays");
         assert!(mount::unmount(&elsewhere).unwrap());
     }
 }

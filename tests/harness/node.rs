@@ -32,6 +32,24 @@ pub struct NodeOptions {
     pub env: Vec<(String, String)>,
     /// Reuse this work dir (socket, state, logs) instead of a new one: restart tests.
     pub work_dir: Option<PathBuf>,
+    /// kubelet's root directory (`--kubelet-root-dir`); `<work dir>/kubelet` when absent.
+    /// Targets must be `<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`: see
+    /// `kubelet_target` and `NodeProcess::target`.
+    pub kubelet_root: Option<PathBuf>,
+}
+
+/// A pod UID of kubelet's shape (a UUID) for test pod `n`.
+pub fn pod_uid(n: usize) -> String {
+    format!("0b2e1f4c-0000-4000-8000-{n:012x}")
+}
+
+/// Where kubelet mounts CSI volume `volume` of pod `pod_uid` below kubelet root `root`.
+pub fn kubelet_target(root: &Path, pod_uid: &str, volume: &str) -> PathBuf {
+    root.join("pods")
+        .join(pod_uid)
+        .join("volumes/kubernetes.io~csi")
+        .join(volume)
+        .join("mount")
 }
 
 /// A running `keymount node`; killed when dropped.
@@ -42,6 +60,8 @@ pub struct NodeProcess {
     pub socket: PathBuf,
     pub metrics: SocketAddr,
     pub log: PathBuf,
+    /// The kubelet root the node was given.
+    pub kubelet_root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -76,6 +96,11 @@ impl NodeProcess {
             .provider_dir
             .clone()
             .unwrap_or_else(|| work_dir.join("providers"));
+        let kubelet_root = options
+            .kubelet_root
+            .clone()
+            .unwrap_or_else(|| work_dir.join("kubelet"));
+        std::fs::create_dir_all(&kubelet_root).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymount"));
         cmd.arg("node")
             .arg("--nodeid=test-node")
@@ -87,6 +112,7 @@ impl NodeProcess {
                 provider_dir.display()
             ))
             .arg(format!("--state-dir={}", work_dir.join("state").display()))
+            .arg(format!("--kubelet-root-dir={}", kubelet_root.display()))
             .env(
                 "RUST_LOG",
                 "debug,hyper=info,h2=info,tower=info,kube=info,rustls=info",
@@ -120,6 +146,7 @@ impl NodeProcess {
             socket,
             metrics,
             log,
+            kubelet_root,
             _tmp: tmp,
         };
         node.wait_ready().await;
@@ -158,6 +185,15 @@ impl NodeProcess {
         let code = response.split(' ').nth(1)?.parse().ok()?;
         let body = response.split_once("\r\n\r\n")?.1.to_owned();
         Some((code, body))
+    }
+
+    /// The target path of `volume` of pod `pod_uid` under this node's kubelet root, with
+    /// the directories kubelet makes before NodePublishVolume (up to `<volume>/`; the
+    /// `mount` directory itself is keymount's to make).
+    pub fn target(&self, pod_uid: &str, volume: &str) -> PathBuf {
+        let target = kubelet_target(&self.kubelet_root, pod_uid, volume);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        target
     }
 
     /// The node's process id.

@@ -110,6 +110,7 @@ impl Bed {
     pub async fn node(&self, args: &[&str]) -> NodeProcess {
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
+            kubelet_root: Some(self.work.path().to_owned()),
             args: args.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
         })
@@ -310,6 +311,7 @@ impl Bed {
         let kubeconfig = self.restricted_kubeconfig().await;
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(kubeconfig),
+            kubelet_root: Some(self.work.path().to_owned()),
             args: args.iter().map(|a| a.to_string()).collect(),
             ..Default::default()
         })

@@ -1,0 +1,149 @@
+//! What publish and unpublish do at a checked target: find out what is there, mount a fresh
+//! tmpfs, take over a tmpfs found there, and unmount only tmpfs. Every call goes through the
+//! pinned target directory (`target.rs`), so a symlink swapped in after the check is not
+//! followed, and a mount keymount may not take (`table.rs`) is never written into, unmounted
+//! or removed.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::linux;
+use super::table::{self, AtPath};
+use super::target::{OpenTarget, Target, TargetError, fd_path};
+
+/// Stacked tmpfs layers unpublish peels at most (a retried publish on an old kubelet).
+const MAX_LAYERS: usize = 4;
+
+/// Why a target could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "target path {path} holds a mount of type {fs_type} that keymount does not own ({why}); it is left as it is"
+    )]
+    Foreign {
+        path: PathBuf,
+        fs_type: String,
+        why: &'static str,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl MountError {
+    fn io<'a>(action: &'static str, target: &'a Target) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| Self::Io {
+            action,
+            path: target.path().to_owned(),
+            source,
+        }
+    }
+}
+
+/// What a checked target holds.
+#[derive(Debug)]
+pub enum Found {
+    /// The target directory does not exist.
+    Absent,
+    /// A directory with nothing mounted on it.
+    Directory(OpenTarget),
+    /// A tmpfs keymount may take (its own, the upstream driver's, or one it lost track of).
+    Tmpfs { target: OpenTarget, hardened: bool },
+}
+
+/// Checks `target` on disk and reads the mount table for it. A mount keymount may not take
+/// is an error; nothing is created or changed.
+pub fn inspect(target: &Target) -> Result<Found, MountError> {
+    let Some(open) = target.open()? else {
+        return Ok(Found::Absent);
+    };
+    let at = table::at_path(open.resolved(), open.pods_dir())
+        .map_err(MountError::io("read the mount table for", target))?;
+    match at {
+        AtPath::NotMounted => Ok(Found::Directory(open)),
+        AtPath::Tmpfs { hardened } => Ok(Found::Tmpfs {
+            target: open,
+            hardened,
+        }),
+        AtPath::Foreign { fs_type, why } => Err(MountError::Foreign {
+            path: target.path().to_owned(),
+            fs_type,
+            why,
+        }),
+    }
+}
+
+/// Makes the target directory (and kubelet's missing parents) and mounts a fresh tmpfs on it;
+/// a failed mount removes the target directory again.
+pub fn mount_fresh(target: &Target, size: Option<u64>) -> Result<OpenTarget, MountError> {
+    let open = target.create()?;
+    let mounted = open
+        .open_dir()
+        .and_then(|dir| linux::mount_tmpfs(&fd_path(&dir), size));
+    if let Err(source) = mounted {
+        let _ = std::fs::remove_dir(open.via_fd());
+        return Err(MountError::Io {
+            action: "mount tmpfs at",
+            path: target.path().to_owned(),
+            source,
+        });
+    }
+    Ok(open)
+}
+
+/// Undoes `mount_fresh` after a failed publish: unmounts the top mount if it is a tmpfs
+/// and removes the then empty directory.
+pub fn undo_fresh(target: &Target) -> Result<(), MountError> {
+    if let Found::Tmpfs { target: open, .. } = inspect(target)? {
+        linux::unmount(&open.via_fd()).map_err(MountError::io("unmount", target))?;
+    }
+    remove_empty(target)
+}
+
+/// Sets nodev, nosuid and noexec on a tmpfs keymount took over.
+pub fn harden(open: &OpenTarget) -> io::Result<()> {
+    linux::harden(&open.open_dir()?)
+}
+
+/// Unmounts the tmpfs layers at `target` and removes the then empty directory; an absent
+/// target is fine. A mount that is not a tmpfs keymount may take is refused and left, and so
+/// is everything below it.
+pub fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
+    for _ in 0..MAX_LAYERS {
+        match inspect(target)? {
+            Found::Absent => return Ok(()),
+            Found::Directory(_) => return remove_empty(target),
+            Found::Tmpfs { target: open, .. } => {
+                // UMOUNT_NOFOLLOW, from the pinned parent: exactly the mount inspected.
+                linux::unmount(&open.via_fd()).map_err(MountError::io("unmount", target))?;
+            }
+        }
+    }
+    Err(MountError::Io {
+        action: "unmount",
+        path: target.path().to_owned(),
+        source: io::Error::other(format!("still mounted after {MAX_LAYERS} unmounts")),
+    })
+}
+
+/// Removes the target directory if it is empty and nothing is mounted there (rmdir, never
+/// recursive, never through a symlink).
+fn remove_empty(target: &Target) -> Result<(), MountError> {
+    let Found::Directory(open) = inspect(target)? else {
+        return Ok(());
+    };
+    match std::fs::remove_dir(open.via_fd()) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(MountError::Io {
+            action: "remove",
+            path: target.path().to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
