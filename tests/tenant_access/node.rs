@@ -7,7 +7,8 @@ use tonic::Code;
 
 use crate::harness::mounts::mount_entry;
 use crate::harness::node::{
-    NodeOptions, NodeProcess, publish_request, unpublish_request, write_class,
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
 };
 use crate::{Layout, OBJECTS, tls_vault};
 use keymount::provider::tokens::TOKENS_KEY;
@@ -60,8 +61,11 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
     );
 
     let allowed_dirs = format!("--allowed-file-dirs={}", layout.allowed().display());
+    // Both nodes below serve the same kubelet root, as a restarted node would.
+    let kubelet_root = layout.tmp.path().join("kubelet");
     let node = NodeProcess::start(NodeOptions {
         class_dir: Some(classes.clone()),
+        kubelet_root: Some(kubelet_root.clone()),
         args: vec![allowed_dirs.clone()],
         ..Default::default()
     })
@@ -70,10 +74,7 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
     let mut n = 0;
     let mut publish = |class: &str, attributes: &[(&str, &str)]| {
         n += 1;
-        let target = layout
-            .tmp
-            .path()
-            .join(format!("pods/web-{n}/volumes/secrets"));
+        let target = kubelet_target(&kubelet_root, &pod_uid(n), "secrets");
         let mut request = publish_request(&format!("vol-{n}"), &target, class, "shop");
         request.volume_context.insert(
             "csi.storage.k8s.io/serviceAccount.name".into(),
@@ -172,6 +173,7 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
     // The admin opts in for roleName: the pod's role is used.
     let node = NodeProcess::start(NodeOptions {
         class_dir: Some(classes),
+        kubelet_root: Some(layout.tmp.path().join("kubelet")),
         args: vec![
             allowed_dirs,
             "--allow-volume-attribute-overrides=roleName,vaultCACertPath,vaultAddress".into(),
