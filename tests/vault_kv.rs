@@ -199,6 +199,62 @@ async fn pki_issue_via_post_reads_once_and_sets_refresh() {
 }
 
 #[tokio::test]
+async fn pki_issue_for_three_replicas_of_one_service_account_gives_three_certificates() {
+    let (bao, _signer, tokens) = server().await;
+    bao.api(
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "24h"}}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "keymount test CA", "ttl": "24h"}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "pki/roles/web",
+        json!({"allowed_domains": "example.com", "allow_subdomains": true, "max_ttl": "1h"}),
+    )
+    .await;
+    let objects = r#"
+- {objectName: tls.crt, secretPath: pki/issue/web, method: POST, secretKey: certificate, secretArgs: {common_name: shop.example.com}}
+- {objectName: tls.key, secretPath: pki/issue/web, method: POST, secretKey: private_key, secretArgs: {common_name: shop.example.com}}
+- {objectName: serial, secretPath: pki/issue/web, method: POST, secretKey: serial_number, secretArgs: {common_name: shop.example.com}}
+"#;
+    // Three pods of one Deployment: the same ServiceAccount, class and token identity, at once.
+    let p = std::sync::Arc::new(provider());
+    let replica = input(NS, SA, &tokens, &params(&bao, objects));
+    let before = bao.count_requests_op("update", "pki/issue/web");
+    let mounts: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, i) = (p.clone(), replica.clone());
+            tokio::spawn(async move { p.mount(&i).await.unwrap() })
+        })
+        .collect();
+    let outs: Vec<_> = futures::future::join_all(mounts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut serials: Vec<String> = outs.iter().map(|o| text(o, "serial")).collect();
+    let mut keys: Vec<String> = outs.iter().map(|o| text(o, "tls.key")).collect();
+    serials.sort();
+    serials.dedup();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(serials.len(), 3, "three certificates: {serials:?}");
+    assert_eq!(keys.len(), 3, "three private keys");
+    assert_eq!(
+        bao.count_requests_op("update", "pki/issue/web") - before,
+        3,
+        "one issue per replica (each replica's files from its own issue)"
+    );
+}
+
+#[tokio::test]
 async fn failures_map_to_codes_and_name_the_path() {
     let (bao, signer, tokens) = server().await;
     bao.kv2_put("secret", "app", json!({"password": "p"})).await;

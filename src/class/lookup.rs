@@ -25,7 +25,7 @@ pub enum LookupError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: crate::kube_errors::ApiError,
     },
     #[error("failed to read SecretProviderClass manifests in {dir}: {source}")]
     ReadDir {
@@ -135,7 +135,7 @@ impl ClassSource for WatchedClasses {
             Err(source) => Err(LookupError::Api {
                 namespace: namespace.into(),
                 name: name.into(),
-                source,
+                source: source.into(),
             }),
         }
     }

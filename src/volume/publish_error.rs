@@ -86,7 +86,7 @@ pub enum PublishError {
     UpdatePodStatus {
         name: String,
         #[source]
-        source: kube::Error,
+        source: crate::kube_errors::ApiError,
     },
     #[error(transparent)]
     SaveState(#[from] StateError),
@@ -100,7 +100,7 @@ pub enum PublishError {
 
 impl PublishError {
     /// The metrics `error_type` label (upstream's names where one exists).
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingField(_)
             | Self::BlockVolume

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use base64::Engine as _;
-use keymount::provider::vault::{VaultArgs, VaultProvider};
+use keymount::provider::vault::{VaultArgs, VaultOptions, VaultProvider};
+use keymount::provider::version_key::VersionKey;
 use serde_json::{Value, json};
 
 use crate::support::openbao::OpenBao;
@@ -148,9 +149,20 @@ pub async fn jwt_setup(
     .await;
 }
 
+/// The HMAC key of the tests' object versions.
+pub const TEST_HMAC_KEY: &[u8] = b"keymount-test-hmac-key-0123456789abcdef";
+
+/// Node options as the node sets them by default, with the test key.
+pub fn options() -> VaultOptions {
+    VaultOptions {
+        max_response_bytes: 4 * 1024 * 1024,
+        version_key: VersionKey::from_bytes(TEST_HMAC_KEY, "test").unwrap(),
+    }
+}
+
 /// A provider with default node flags.
 pub fn provider() -> VaultProvider {
-    VaultProvider::new(VaultArgs::default())
+    VaultProvider::new(VaultArgs::default(), options())
 }
 
 /// Kubelet's tokens JSON for one audience.

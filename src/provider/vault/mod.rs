@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod client_cache;
 pub mod error;
 pub mod fetch;
 pub mod params;
@@ -18,6 +19,7 @@ use self::client::VaultHttp;
 use self::error::VaultError;
 use self::fetch::{RequestKey, Secret};
 use self::params::MountParameters;
+use super::version_key::VersionKey;
 use super::{MountInput, MountOutput, Provider, ProviderError};
 
 /// Node-level defaults of the Vault provider (env < flags < class parameters), named as
@@ -88,6 +90,15 @@ impl Default for VaultArgs {
     }
 }
 
+/// What the node, not the class, decides for the provider.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// Largest response body read from Vault (`--max-call-recv-msg-size`).
+    pub max_response_bytes: usize,
+    /// The key of the object versions (HMAC-SHA256 of configuration and content).
+    pub version_key: VersionKey,
+}
+
 /// State shared by all mounts: HTTP clients, the token cache, reads in flight.
 #[derive(Debug)]
 pub struct Shared {
@@ -95,6 +106,7 @@ pub struct Shared {
     tokens: TokenCache,
     reads: InFlight<(Identity, RequestKey), Result<Arc<Secret>, VaultError>>,
     concurrency: usize,
+    version_key: VersionKey,
 }
 
 /// The `vault` provider.
@@ -105,15 +117,21 @@ pub struct VaultProvider {
 }
 
 impl VaultProvider {
-    /// A provider with these node defaults.
-    pub fn new(defaults: VaultArgs) -> Self {
+    /// A provider with these node defaults and options.
+    pub fn new(defaults: VaultArgs, options: VaultOptions) -> Self {
         let shared = Arc::new(Shared {
-            http: VaultHttp::default(),
+            http: VaultHttp::new(options.max_response_bytes),
             tokens: TokenCache::new(defaults.vault_cache_size),
             reads: InFlight::default(),
             concurrency: defaults.vault_concurrency,
+            version_key: options.version_key,
         });
         Self { defaults, shared }
+    }
+
+    /// Number of HTTP clients kept (bounded by [`client::CLIENT_CACHE_SIZE`]).
+    pub fn cached_http_clients(&self) -> usize {
+        self.shared.http.cached_clients()
     }
 
     async fn mount_inner(&self, input: &MountInput) -> Result<MountOutput, VaultError> {
