@@ -42,6 +42,22 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// A watch error in one line, without any response body content (kube's `Display` of an API
+/// error prints the `Status` with `Debug`, the raw body of an unparsed error answer included).
+pub fn describe_watch(error: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error;
+    match error {
+        Error::InitialListFailed(e) => format!("initial list failed: {}", describe(e)),
+        Error::WatchStartFailed(e) => format!("watch could not start: {}", describe(e)),
+        Error::WatchFailed(e) => format!("watch failed: {}", describe(e)),
+        Error::WatchError(status) => format!(
+            "the API server ended the watch: HTTP {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        Error::NoResourceVersion => error.to_string(),
+    }
+}
+
 /// A `kube::Error` in one line, without any response body content.
 pub fn describe(error: &kube::Error) -> String {
     match error {

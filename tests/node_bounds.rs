@@ -1,8 +1,10 @@
 //! What a class author or a plugin can make the real `keymount node` keep or do: metric series
 //! (label values from a closed set only), fetches per republish (a floor under the class's
-//! rotation interval), and an oversized plugin answer (RESOURCE_EXHAUSTED naming the flag).
+//! rotation interval), and an oversized plugin answer (RESOURCE_EXHAUSTED naming the flag);
+//! and what an API server's bodies can make it log (nothing).
 
 mod harness;
+mod store_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -225,4 +227,64 @@ async fn a_class_rotation_interval_below_the_floor_is_raised_to_it() {
         .await
         .unwrap();
     assert!(mounts_under(Path::new(&bed.root)).is_empty());
+}
+
+#[tokio::test]
+async fn api_server_bodies_never_reach_the_logs() {
+    // An "API server" whose answers do not decode: the HMAC key Secret with undecodable data,
+    // every other path a 404 whose body is not a Status.
+    let api = store_support::Store::start(|_, path, _| match path {
+        "/api/v1/namespaces/default/secrets/keymount-hmac-key" => store_support::Answer::Body(
+            200,
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"keymount-hmac-key"},"data":{"key":"hunter2-in-secret-body!"}}"#.into(),
+        ),
+        _ => store_support::Answer::Body(404, "hunter2-in-error-body".into()),
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = work.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{token: fake-api-token}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_keymount"))
+        .arg("node")
+        .arg("--nodeid=test-node")
+        .arg(format!(
+            "--endpoint=unix://{}",
+            work.path().join("csi.sock").display()
+        ))
+        .arg("--metrics-addr=127.0.0.1:0")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!(
+            "--state-dir={}",
+            work.path().join("state").display()
+        ))
+        // Everything, at the most verbose level a user could ask for.
+        .env("RUST_LOG", "trace")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the node gives up without a readable key")
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{logs}");
+    assert!(
+        logs.contains("keymount-hmac-key") && logs.contains("could not be decoded"),
+        "{logs}"
+    );
+    assert!(api.requests("/api/v1/namespaces/default/secrets/keymount-hmac-key") > 0);
+    assert!(
+        !logs.contains("hunter2"),
+        "a response body reached the logs:\n{logs}"
+    );
 }

@@ -87,6 +87,7 @@ impl WatchedClasses {
         let task = tokio::spawn(async move {
             let watch = stream.for_each(|event| async move {
                 if let Err(error) = event {
+                    let error = crate::kube_errors::describe_watch(&error);
                     tracing::warn!(%error, "SecretProviderClass watch error; retrying");
                 }
             });
