@@ -288,3 +288,69 @@ async fn api_server_bodies_never_reach_the_logs() {
         "a response body reached the logs:\n{logs}"
     );
 }
+
+/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn a_store_streaming_a_gigabyte_leaves_the_node_small() {
+    use store_support::{Answer, Store, login_ok, unsigned_jwt};
+    const GIB: u64 = 1 << 30;
+    let store = Store::start(|_, path, _| match path {
+        "/v1/auth/jwt/login" => login_ok(),
+        _ => Answer::Stream(GIB),
+    })
+    .await;
+    let bed = Bed::new();
+    std::fs::create_dir_all(&bed.classes).unwrap();
+    std::fs::write(
+        bed.classes.join("shop-big.yaml"),
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: big\n  namespace: shop\nspec:\n  provider: vault\n  parameters:\n    vaultAddress: {:?}\n    vaultAuthMountPath: jwt\n    roleName: web\n    objects: \"- {{objectName: v, secretPath: secret/data/big, secretKey: v}}\"\n",
+            store.addr
+        ),
+    )
+    .unwrap();
+    let node = NodeProcess::start(bed.options(&["--max-call-recv-msg-size=1048576"])).await;
+    let before = peak_rss(node.pid());
+    let target = bed.target(1);
+    let mut req = publish_request("big", &target, "big", "shop");
+    let token = unsigned_jwt("shop", "app");
+    req.volume_context.insert(
+        keymount::provider::tokens::TOKENS_KEY.into(),
+        format!(
+            r#"{{"vault":{{"token":"{token}","expirationTimestamp":"2099-01-01T00:00:00Z"}}}}"#
+        ),
+    );
+    let started = std::time::Instant::now();
+    let err = publish(&node, req).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(
+        err.message().contains("--max-call-recv-msg-size"),
+        "{}",
+        err.message()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let after = peak_rss(node.pid());
+    assert!(
+        after < before + (64 << 20),
+        "peak RSS grew from {} MiB to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.sent_bytes() < 64 << 20,
+        "{} bytes sent",
+        store.sent_bytes()
+    );
+    assert!(mounts_under(&bed.root).is_empty());
+}
