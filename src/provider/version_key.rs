@@ -201,6 +201,13 @@ impl VersionKey {
     }
 }
 
+/// A keyed digest of a token, for in-memory cache keys: HMAC-SHA256 under a random key made
+/// once per process and never stored, so not even a heap dump holds a plain hash of a token.
+pub fn token_digest(token: &[u8]) -> String {
+    static KEY: std::sync::OnceLock<VersionKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(VersionKey::ephemeral).sign(&[token])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,8 @@ impl VaultProvider {
         let subject = format!(
             "{}|{}",
             params.service_account.as_deref().unwrap_or_default(),
-            auth::token_subject(&jwt).unwrap_or_else(|| token_digest(jwt.expose()))
+            auth::token_subject(&jwt)
+                .unwrap_or_else(|| super::version_key::token_digest(jwt.expose().as_bytes()))
         );
         let identity = Identity {
             connection: params.connection.clone(),
@@ -158,12 +159,6 @@ impl VaultProvider {
         );
         fetch::fetch_all(&self.shared, &identity, &jwt, &params, input.permission).await
     }
-}
-
-/// A digest standing in for a token whose claims cannot be read.
-fn token_digest(token: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    hex::encode(digest.as_ref())
 }
 
 #[async_trait]
