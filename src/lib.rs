@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod csi;
 pub mod fs;
 pub mod http;
+pub mod kube_errors;
 pub mod metrics;
 pub mod mount;
 pub mod proto;

@@ -1,6 +1,8 @@
 //! Prometheus metrics with the upstream names and labels (counters get `_total` on exposition),
-//! plus keymount's publish-duration histogram. Labels are low-cardinality: never a pod,
-//! volume or secret name.
+//! plus keymount's publish-duration histogram. Every label value comes from a closed set:
+//! `provider` is a resolved provider (a built-in one or a plugin socket that exists, else
+//! `unknown`), `error_type` a `&'static str` of keymount's code; never a pod, volume or secret
+//! name, a class's `spec.provider`, or a plugin's error text.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -163,7 +165,7 @@ impl Metrics {
     }
 
     /// A publish ended; `error_type` is `None` on success.
-    pub fn publish(&self, provider: &str, error_type: Option<&str>, seconds: f64) {
+    pub fn publish(&self, provider: &str, error_type: Option<&'static str>, seconds: f64) {
         match error_type {
             None => {
                 self.node_publish
@@ -196,7 +198,13 @@ impl Metrics {
     }
 
     /// A rotation asked the provider; `rotated` tells whether content changed.
-    pub fn rotation(&self, provider: &str, rotated: bool, error_type: Option<&str>, seconds: f64) {
+    pub fn rotation(
+        &self,
+        provider: &str,
+        rotated: bool,
+        error_type: Option<&'static str>,
+        seconds: f64,
+    ) {
         match error_type {
             None => {
                 self.rotation_reconcile
@@ -224,7 +232,7 @@ impl Metrics {
     }
 
     /// A Kubernetes Secret sync ended.
-    pub fn sync(&self, provider: &str, error_type: Option<&str>, seconds: f64) {
+    pub fn sync(&self, provider: &str, error_type: Option<&'static str>, seconds: f64) {
         match error_type {
             None => {
                 self.sync_secret

@@ -1,5 +1,6 @@
 //! `Redacted<T>`: a wrapper for secret values (tokens, secret contents, credentials) whose
-//! `Debug` and `Display` never print the value.
+//! `Debug` and `Display` never print the value, and the safe description of a JSON decoding
+//! failure.
 
 use std::fmt;
 
@@ -48,6 +49,23 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Redacted<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         T::deserialize(d).map(Self)
     }
+}
+
+/// What may be said about a JSON decoding failure without quoting its input: serde_json's own
+/// message quotes the offending value (`invalid type: string "hunter2", expected ...`).
+pub fn describe_json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match error.classify() {
+        Category::Io => "read",
+        Category::Syntax => "syntax",
+        Category::Data => "shape",
+        Category::Eof => "truncated",
+    };
+    format!(
+        "{kind} error at line {} column {} (content not shown)",
+        error.line(),
+        error.column()
+    )
 }
 
 #[cfg(test)]

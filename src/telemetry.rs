@@ -1,8 +1,14 @@
 //! Logging: `tracing` to stderr, plain or JSON, filtered by `RUST_LOG` (default `info`).
+//! kube logs whole response bodies (a Secret's `data` included): its client at WARN when it
+//! cannot decode one and at DEBUG for an error answer, its watcher at DEBUG for every error.
+//! Those modules are held above those levels whatever `RUST_LOG` says.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+/// The directives that keep kube's body-quoting lines out of the logs.
+pub const QUIET_BODIES: [&str; 2] = ["kube_client::client=error", "kube_runtime::watcher=info"];
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,7 +19,10 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Call once, first thing in `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = QUIET_BODIES.iter().fold(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        |filter, directive| filter.add_directive(directive.parse().expect("a valid directive")),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

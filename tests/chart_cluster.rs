@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use keymount::class::{SecretProviderClass, SecretProviderClassPodStatus};
 use keymount::provider::ObjectVersion;
+use keymount::provider::version_key::{self, VersionKey};
 use keymount::volume::events;
 use keymount::volume::pod_status::{self, PodStatusInput};
 use kube::api::{
@@ -194,7 +195,13 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
         values["fullnameOverride"] = json!(name);
         objects(&render_in(&values, TEST_SERVER_VERSION, &sys, false))
     };
-    let rbac = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"];
+    let rbac = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
     apply_all(&admin, &render(json!({})), &rbac).await;
 
     kube.create_service_account(&app, "app", &[]).await;
@@ -264,6 +271,28 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
         .await
         .expect("record an Event on the pod");
     assert_eq!(event.involved_object.uid.as_deref(), Some(uid.as_str()));
+
+    // The HMAC key of object versions: the one Secret of keymount's namespace it may read, and
+    // create when missing; two nodes end up with the same key.
+    let keyed = wait_until(Duration::from_secs(20), || {
+        let (me, sys) = (me.clone(), sys.clone());
+        async move { VersionKey::from_secret(&me, &sys).await.is_ok() }
+    })
+    .await;
+    assert!(keyed, "the HMAC key Role never took effect");
+    let a = VersionKey::from_secret(&me, &sys).await.unwrap();
+    let b = VersionKey::from_secret(&me, &sys).await.unwrap();
+    assert_eq!(a.sign(&[b"v"]), b.sign(&[b"v"]));
+    let own: Api<Secret> = Api::namespaced(me.clone(), &sys);
+    assert_eq!(code(&own.get("other").await), 403, "only the key Secret");
+    assert_eq!(code(&own.list(&ListParams::default()).await), 403);
+    assert_eq!(
+        code(
+            &own.delete(version_key::SECRET_NAME, &DeleteParams::default())
+                .await
+        ),
+        403
+    );
 
     // And nothing else.
     let secrets: Api<Secret> = Api::namespaced(me.clone(), &app);

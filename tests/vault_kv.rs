@@ -1,5 +1,6 @@
 //! The vault provider against a real OpenBao dev server, through the `Provider` trait: KV v1
-//! and v2, encodings, permissions, versions, PKI issue, namespaces, and the failure codes.
+//! and v2, encodings, permissions, versions, PKI issue and database credentials (one per
+//! replica), namespaces, and the failure codes.
 
 mod support;
 mod vault_support;
@@ -7,6 +8,7 @@ mod vault_support;
 use keymount::provider::Provider;
 use serde_json::json;
 use support::openbao::OpenBao;
+use support::postgres::Postgres;
 use tonic::Code;
 use vault_support::{Signer, input, jwt_setup, mode, provider, text, tokens_json};
 
@@ -196,6 +198,128 @@ async fn pki_issue_via_post_reads_once_and_sets_refresh() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.to_string().contains("/v1/pki/issue/web"), "{err}");
+}
+
+#[tokio::test]
+async fn pki_issue_for_three_replicas_of_one_service_account_gives_three_certificates() {
+    let (bao, _signer, tokens) = server().await;
+    bao.api(
+        "POST",
+        "sys/mounts/pki",
+        json!({"type": "pki", "config": {"max_lease_ttl": "24h"}}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "pki/root/generate/internal",
+        json!({"common_name": "keymount test CA", "ttl": "24h"}),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "pki/roles/web",
+        json!({"allowed_domains": "example.com", "allow_subdomains": true, "max_ttl": "1h"}),
+    )
+    .await;
+    let objects = r#"
+- {objectName: tls.crt, secretPath: pki/issue/web, method: POST, secretKey: certificate, secretArgs: {common_name: shop.example.com}}
+- {objectName: tls.key, secretPath: pki/issue/web, method: POST, secretKey: private_key, secretArgs: {common_name: shop.example.com}}
+- {objectName: serial, secretPath: pki/issue/web, method: POST, secretKey: serial_number, secretArgs: {common_name: shop.example.com}}
+"#;
+    // Three pods of one Deployment: the same ServiceAccount, class and token identity, at once.
+    let p = std::sync::Arc::new(provider());
+    let replica = input(NS, SA, &tokens, &params(&bao, objects));
+    let before = bao.count_requests_op("update", "pki/issue/web");
+    let mounts: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, i) = (p.clone(), replica.clone());
+            tokio::spawn(async move { p.mount(&i).await.unwrap() })
+        })
+        .collect();
+    let outs: Vec<_> = futures::future::join_all(mounts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut serials: Vec<String> = outs.iter().map(|o| text(o, "serial")).collect();
+    let mut keys: Vec<String> = outs.iter().map(|o| text(o, "tls.key")).collect();
+    serials.sort();
+    serials.dedup();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(serials.len(), 3, "three certificates: {serials:?}");
+    assert_eq!(keys.len(), 3, "three private keys");
+    assert_eq!(
+        bao.count_requests_op("update", "pki/issue/web") - before,
+        3,
+        "one issue per replica (each replica's files from its own issue)"
+    );
+}
+
+#[tokio::test]
+async fn database_creds_for_three_replicas_are_three_users_and_leases() {
+    let pg = Postgres::start().await;
+    let bao = OpenBao::start().await;
+    let signer = Signer::new();
+    jwt_setup(&bao, "", &signer, "web", NS, SA, &["database/creds/app"]).await;
+    let tokens = tokens_json("vault", &signer.token(NS, SA, "vault"));
+    bao.api("POST", "sys/mounts/database", json!({"type": "database"}))
+        .await;
+    bao.api(
+        "POST",
+        "database/config/pg",
+        json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": pg.connection_url(),
+            "username": "admin", "password": "trust-auth-ignores-it",
+            "allowed_roles": ["app"],
+        }),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "database/roles/app",
+        json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+            "default_ttl": "1h", "max_ttl": "2h",
+        }),
+    )
+    .await;
+    // `database/creds` is a GET, like a static read, but every answer is a new user and lease.
+    let objects = "- {objectName: user, secretPath: database/creds/app, secretKey: username}\n- {objectName: password, secretPath: database/creds/app, secretKey: password}";
+    let p = std::sync::Arc::new(provider());
+    let replica = input(NS, SA, &tokens, &params(&bao, objects));
+    let mounts: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, i) = (p.clone(), replica.clone());
+            tokio::spawn(async move { p.mount(&i).await.unwrap() })
+        })
+        .collect();
+    let outs: Vec<_> = futures::future::join_all(mounts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut users: Vec<String> = outs.iter().map(|o| text(o, "user")).collect();
+    for user in &users {
+        assert_eq!(
+            pg.query(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"
+            ))
+            .trim(),
+            "1",
+            "{user} exists in PostgreSQL"
+        );
+    }
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 3, "three database users: {users:?}");
+    assert_eq!(bao.count_requests_op("read", "database/creds/app"), 3);
+    assert!(
+        outs.iter().all(|o| o.refresh_before.is_some()),
+        "each lease sets its refresh time"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub enum LookupError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: crate::kube_errors::ApiError,
     },
     #[error("failed to read SecretProviderClass manifests in {dir}: {source}")]
     ReadDir {
@@ -87,6 +87,7 @@ impl WatchedClasses {
         let task = tokio::spawn(async move {
             let watch = stream.for_each(|event| async move {
                 if let Err(error) = event {
+                    let error = crate::kube_errors::describe_watch(&error);
                     tracing::warn!(%error, "SecretProviderClass watch error; retrying");
                 }
             });
@@ -135,7 +136,7 @@ impl ClassSource for WatchedClasses {
             Err(source) => Err(LookupError::Api {
                 namespace: namespace.into(),
                 name: name.into(),
-                source,
+                source: source.into(),
             }),
         }
     }

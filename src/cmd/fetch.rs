@@ -16,6 +16,7 @@ use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::vault::VaultArgs;
+use crate::provider::version_key::VersionKey;
 use crate::provider::{MountInput, Providers, ServiceAccountTokens, builtin};
 use crate::redact::Redacted;
 use crate::volume::publish::{DEFAULT_PERMISSION, fetch_checked, mount_attributes};
@@ -116,7 +117,12 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         max_message_bytes: node.max_call_recv_msg_size,
         ..PluginSettings::default()
     });
-    let providers = builtin::register(Providers::new(plugins), &node, None)?;
+    // One-shot: the versions are not kept, so a fresh key serves unless one is given.
+    let version_key = match &node.hmac_key_file {
+        Some(path) => VersionKey::from_file(path)?,
+        None => VersionKey::ephemeral(),
+    };
+    let providers = builtin::register(Providers::new(plugins), &node, None, Some(version_key))?;
     let provider = providers
         .resolve(&provider_name)
         .with_context(|| format!("SecretProviderClass {class_id}"))?;

@@ -17,6 +17,7 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
+use crate::provider::version_key::VersionKey;
 use crate::provider::{Providers, builtin};
 use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
@@ -35,6 +36,20 @@ pub async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::C
             .context("no kubeconfig given and no in-cluster configuration found")?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+/// The key of the object versions: `--hmac-key-file`, else the shared Secret in keymount's
+/// namespace (created on first use), else (local mode) a file in the state directory.
+async fn version_key(
+    args: &NodeArgs,
+    kube: Option<&kube::Client>,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<VersionKey> {
+    Ok(match (&args.hmac_key_file, kube) {
+        (Some(path), _) => VersionKey::from_file(path)?,
+        (None, Some(client)) => VersionKey::from_secret(client, client.default_namespace()).await?,
+        (None, None) => VersionKey::from_state_dir(state_dir)?,
+    })
 }
 
 /// Runs the node plugin until SIGTERM/SIGINT.
@@ -62,15 +77,19 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_call_recv_msg_size,
         ..PluginSettings::default()
     });
-    let providers = builtin::register(Providers::new(plugins), &args, kube.clone())?;
-    tracing::info!(builtin = ?providers.builtin_names().collect::<Vec<_>>(), "providers ready");
-
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         socket
             .parent()
             .map(|p| p.join("state"))
             .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
     });
+    let version_key = if builtin::vault_enabled(&args) {
+        Some(version_key(&args, kube.as_ref(), &state_dir).await?)
+    } else {
+        None
+    };
+    let providers = builtin::register(Providers::new(plugins), &args, kube.clone(), version_key)?;
+    tracing::info!(builtin = ?providers.builtin_names().collect::<Vec<_>>(), "providers ready");
     let states = VolumeStates::load(Some(state_dir))?;
     // --tmpfs-size bounds a volume's set; the tmpfs holds two of them (old and new).
     let limits = Limits {

@@ -9,6 +9,7 @@ pub mod plugin;
 pub mod slots;
 pub mod tokens;
 pub mod vault;
+pub mod version_key;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,22 +83,24 @@ pub struct MountOutput {
     pub refresh_before: Option<DateTime<Utc>>,
 }
 
-/// A provider failure. `code` is what kubelet sees; `reason` is the metrics `error_type`.
+/// A provider failure. `code` is what kubelet sees; `reason` is the metrics `error_type`, a
+/// constant of keymount's code (never text from a class, a store or a plugin, which would make
+/// a new metric series per distinct value).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ProviderError {
     code: tonic::Code,
-    reason: String,
+    reason: &'static str,
     message: String,
 }
 
 impl ProviderError {
     /// A failure with its gRPC code, a short machine reason and a message for humans.
     /// The message must never hold a secret value or token.
-    pub fn new(code: tonic::Code, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: tonic::Code, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -108,8 +111,8 @@ impl ProviderError {
     }
 
     /// The metrics `error_type` label.
-    pub fn reason(&self) -> &str {
-        &self.reason
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 }
 

@@ -124,14 +124,22 @@ impl PluginProvider {
     }
 
     fn status_error(&self, call: &str, status: &tonic::Status) -> ProviderError {
-        let mut message = format!(
+        let message = format!(
             "provider {:?} ({}) {call} failed: {}",
             self.name,
             self.socket.display(),
             status.message()
         );
-        if status.code() == tonic::Code::ResourceExhausted {
-            message.push_str(" (raise --max-call-recv-msg-size if the secrets are this large)");
+        if too_large(status) {
+            return ProviderError::new(
+                tonic::Code::ResourceExhausted,
+                "ProviderResponseTooLarge",
+                format!(
+                    "{message} (the answer is over the limit of {} bytes: raise \
+                     --max-call-recv-msg-size if the secrets are this large)",
+                    self.settings.max_message_bytes
+                ),
+            );
         }
         ProviderError::new(status.code(), "GRPCProviderError", message)
     }
@@ -187,6 +195,28 @@ impl PluginProvider {
     }
 }
 
+/// True when `status` says an answer was over the receive limit. tonic reports its own
+/// decoding limit as OUT_OF_RANGE ("decoded message length too large"); a plugin or proxy may
+/// say RESOURCE_EXHAUSTED.
+fn too_large(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::ResourceExhausted
+        || (status.code() == tonic::Code::OutOfRange
+            && status.message().contains("message length too large"))
+}
+
+/// A plugin's error code as text for a message: at most 100 characters, no control characters.
+fn shown_code(code: &str) -> String {
+    let mut shown: String = code
+        .chars()
+        .take(100)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if code.chars().count() > 100 {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The upstream request encoding: attributes and secrets as JSON strings, mode as decimal.
 fn to_request(input: &MountInput) -> Result<pb::MountRequest, ProviderError> {
     let mut attributes = input.attributes.clone();
@@ -237,10 +267,15 @@ impl Provider for PluginProvider {
             })
             .await?;
         if let Some(error) = response.error.filter(|e| !e.code.is_empty()) {
+            // The code is the plugin's text: in the message, never in a metric label.
             return Err(ProviderError::new(
                 tonic::Code::Internal,
-                error.code.clone(),
-                format!("provider {:?} failed to mount: {}", self.name, error.code),
+                "GRPCProviderError",
+                format!(
+                    "provider {:?} failed to mount: {}",
+                    self.name,
+                    shown_code(&error.code)
+                ),
             ));
         }
         // Over the wire an empty list is what upstream reads as nil: a failure.

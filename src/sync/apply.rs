@@ -37,7 +37,7 @@ pub async fn pod_owners(
         .await
         .map_err(|source| SyncError::GetPod {
             pod: pod_id.clone(),
-            source,
+            source: source.into(),
         })?
         .filter(|p| p.metadata.uid.as_deref() == Some(target.pod_uid))
         .ok_or_else(|| SyncError::PodGone {
@@ -156,7 +156,7 @@ pub async fn ensure(
             .await
             .map_err(|source| SyncError::GetSecret {
                 secret: id.clone(),
-                source,
+                source: source.into(),
             })?;
         if let Some(live) = &live {
             let managed = live
@@ -191,7 +191,10 @@ pub async fn ensure(
                 tracing::debug!(secret = %id, "Secret changed while syncing; reading it again");
             }
             Err(source) => {
-                return Err(SyncError::ApplySecret { secret: id, source });
+                return Err(SyncError::ApplySecret {
+                    secret: id,
+                    source: source.into(),
+                });
             }
         }
     }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use tonic::Code;
 
 use crate::class::crd::SecretObject;
+use crate::kube_errors::ApiError;
 use crate::metrics::Metrics;
 
 pub use desired::{BuildError, DesiredSecret, MANAGED_LABEL};
@@ -54,7 +55,7 @@ pub enum SyncError {
     GetPod {
         pod: String,
         #[source]
-        source: kube::Error,
+        source: ApiError,
     },
     #[error("pod {pod} with uid {uid} no longer exists")]
     PodGone { pod: String, uid: String },
@@ -66,20 +67,20 @@ pub enum SyncError {
     GetSecret {
         secret: String,
         #[source]
-        source: kube::Error,
+        source: ApiError,
     },
     #[error("apply Secret {secret}: {source}")]
     ApplySecret {
         secret: String,
         #[source]
-        source: kube::Error,
+        source: ApiError,
     },
     #[error("apply Secret {secret}: changed by others {attempts} times in a row; retry")]
     Conflict { secret: String, attempts: usize },
 }
 
-fn api_code(error: &kube::Error) -> Code {
-    match error {
+fn api_code(error: &ApiError) -> Code {
+    match error.inner() {
         kube::Error::Api(status) => match status.code {
             400 | 422 => Code::InvalidArgument,
             401 | 403 => Code::PermissionDenied,
@@ -215,7 +216,7 @@ mod tests {
         ));
         let e = SyncError::ApplySecret {
             secret: "ns/db".into(),
-            source: forbidden,
+            source: forbidden.into(),
         };
         assert_eq!(e.code(), Code::PermissionDenied);
     }

@@ -142,6 +142,7 @@ impl PodEvents {
             match tokio::time::timeout(WRITE_TIMEOUT, api.create(&params, &event)).await {
                 Ok(Ok(_)) => tracing::debug!(pod = %pod_id, %reason, "event recorded"),
                 Ok(Err(error)) => {
+                    let error = crate::kube_errors::describe(&error);
                     tracing::warn!(pod = %pod_id, %reason, %error, "event not recorded")
                 }
                 Err(_) => {

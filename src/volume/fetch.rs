@@ -79,7 +79,8 @@ mod tests {
     use super::*;
     use crate::provider::access::Access;
     use crate::provider::aws::{AwsArgs, AwsProvider};
-    use crate::provider::vault::{VaultArgs, VaultProvider};
+    use crate::provider::vault::{VaultArgs, VaultOptions, VaultProvider};
+    use crate::provider::version_key::VersionKey;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -90,7 +91,14 @@ mod tests {
 
     #[tokio::test]
     async fn built_in_providers_keep_security_parameters_class_only() {
-        let vault = VaultProvider::new(VaultArgs::default(), Access::default());
+        let vault = VaultProvider::new(
+            VaultArgs::default(),
+            Access::default(),
+            VaultOptions {
+                max_response_bytes: 1 << 20,
+                version_key: VersionKey::ephemeral(),
+            },
+        );
         let aws = AwsProvider::new(AwsArgs::default(), None, "node-1");
         let none = OverridePolicy::default();
         let cases: [(&str, &dyn Provider, &str, &str); 5] = [

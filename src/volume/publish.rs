@@ -13,7 +13,7 @@ use super::VolumeService;
 use super::blocking::off_runtime;
 use super::context::VolumeContext;
 use super::pod_status::{self, PodStatusInput};
-use super::service::{REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
+use super::service::{MIN_ROTATION_INTERVAL, REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::VolumeRecord;
 use crate::class::SecretProviderClass;
 use crate::mount::{Found, KubeletRoot, Target, owned};
@@ -168,7 +168,6 @@ impl VolumeService {
             .ok_or_else(|| PublishError::ClassWithoutProvider {
                 class: class_id.clone(),
             })?;
-        *provider_name = name.clone();
         let parameters = class
             .spec
             .parameters
@@ -184,6 +183,9 @@ impl VolumeService {
                     class: class_id.clone(),
                     source,
                 })?;
+        // The metrics label: only a provider that exists (built in, or a socket the admin
+        // installed), never whatever a class names.
+        *provider_name = name.clone();
 
         let attributes = mount_attributes(
             parameters,
@@ -224,7 +226,10 @@ impl VolumeService {
     }
 
     /// True when a mounted volume's content should be fetched again (also when its pod
-    /// status could not be written at the last fetch: the fetch writes it again).
+    /// status could not be written at the last fetch: the fetch writes it again). Neither a
+    /// class's interval nor a store's lease brings fetches closer than
+    /// [`MIN_ROTATION_INTERVAL`]; only a new refresh stamp (an explicit, on-demand refresh)
+    /// does.
     fn rotation_due(&self, record: &VolumeRecord, class: &SecretProviderClass) -> bool {
         if record.status_stale {
             return true;
@@ -235,14 +240,28 @@ impl VolumeService {
         if stamp != record.refresh_stamp {
             return true;
         }
+        let floor = chrono::Duration::from_std(MIN_ROTATION_INTERVAL).expect("a second fits");
+        if record.fetched_at + floor > now {
+            return false;
+        }
         if record.refresh_before.is_some_and(|t| t <= now) {
             return true;
         }
-        let interval = annotations
+        let class_interval = annotations
             .and_then(|a| a.get(ROTATION_INTERVAL_ANNOTATION))
-            .and_then(|v| humantime::parse_duration(v).ok())
+            .and_then(|v| humantime::parse_duration(v).ok());
+        if class_interval.is_some_and(|i| i < MIN_ROTATION_INTERVAL) {
+            tracing::warn!(
+                class = %format!("{}/{}", record.pod_namespace, record.class),
+                annotation = ROTATION_INTERVAL_ANNOTATION,
+                floor = ?MIN_ROTATION_INTERVAL,
+                "the class's rotation interval is below the floor; the floor applies"
+            );
+        }
+        let interval = class_interval
             .or(self.config.rotation_interval)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .max(MIN_ROTATION_INTERVAL);
         let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
         record.fetched_at + interval <= now
     }
@@ -287,7 +306,7 @@ impl VolumeService {
                     &work.context.pod_namespace,
                     &work.context.class,
                 ),
-                source,
+                source: source.into(),
             })
     }
 }

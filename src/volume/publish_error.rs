@@ -5,8 +5,8 @@ use super::state::StateError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
 use crate::fs::paths::PathError;
-use crate::provider::access::OverrideError;
 use crate::mount::{MountError, TargetError};
+use crate::provider::access::OverrideError;
 use crate::provider::tokens::TokensError;
 use crate::provider::{ProviderError, ResolveError};
 use crate::sync::SyncError;
@@ -78,7 +78,7 @@ pub enum PublishError {
     UpdatePodStatus {
         name: String,
         #[source]
-        source: kube::Error,
+        source: crate::kube_errors::ApiError,
     },
     #[error(transparent)]
     SaveState(#[from] StateError),
@@ -92,7 +92,7 @@ pub enum PublishError {
 
 impl PublishError {
     /// The metrics `error_type` label (upstream's names where one exists).
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingField(_)
             | Self::BlockVolume

@@ -8,4 +8,5 @@ pub mod kube;
 pub mod moto;
 pub mod mount_input;
 pub mod openbao;
+pub mod postgres;
 pub mod proc;

@@ -306,13 +306,19 @@ impl Bed {
         path
     }
 
-    /// `keymount node` as ServiceAccount `keymount-node` (see `restricted_kubeconfig`).
+    /// `keymount node` as ServiceAccount `keymount-node` (see `restricted_kubeconfig`), with
+    /// the HMAC key of object versions from a file (that ServiceAccount may not read Secrets
+    /// outside this namespace, where the node would otherwise keep its key).
     pub async fn restricted_node(&self, args: &[&str]) -> NodeProcess {
         let kubeconfig = self.restricted_kubeconfig().await;
+        let key = self.work.path().join("hmac.key");
+        std::fs::write(&key, "restricted-node-test-hmac-key-0123456789").unwrap();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--hmac-key-file={}", key.display()));
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(kubeconfig),
             kubelet_root: Some(self.work.path().to_owned()),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             ..Default::default()
         })
         .await

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use base64::Engine as _;
 use keymount::provider::access::{Access, AccessArgs};
-use keymount::provider::vault::{VaultArgs, VaultProvider};
+use keymount::provider::vault::{VaultArgs, VaultOptions, VaultProvider};
+use keymount::provider::version_key::VersionKey;
 use serde_json::{Value, json};
 
 use crate::support::openbao::OpenBao;
@@ -149,6 +150,17 @@ pub async fn jwt_setup(
     .await;
 }
 
+/// The HMAC key of the tests' object versions.
+pub const TEST_HMAC_KEY: &[u8] = b"keymount-test-hmac-key-0123456789abcdef";
+
+/// Node options as the node sets them by default, with the test key.
+pub fn options() -> VaultOptions {
+    VaultOptions {
+        max_response_bytes: 4 * 1024 * 1024,
+        version_key: VersionKey::from_bytes(TEST_HMAC_KEY, "test").unwrap(),
+    }
+}
+
 /// A provider with default node flags, allowed to reach OpenBao on loopback (as
 /// `--allowed-store-addresses=127.0.0.1`) and no node file.
 pub fn provider() -> VaultProvider {
@@ -158,13 +170,17 @@ pub fn provider() -> VaultProvider {
 /// A provider whose classes may name files beneath `dirs` and the store `addresses`
 /// (`--allowed-file-dirs`, `--allowed-store-addresses`).
 pub fn provider_with(dirs: &[&Path], addresses: &[&str]) -> VaultProvider {
-    let access = Access::from_args(&AccessArgs {
+    VaultProvider::new(VaultArgs::default(), access(dirs, addresses), options())
+}
+
+/// What `--allowed-file-dirs=dirs` and `--allowed-store-addresses=addresses` allow.
+pub fn access(dirs: &[&Path], addresses: &[&str]) -> Access {
+    Access::from_args(&AccessArgs {
         allowed_file_dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
         allowed_store_addresses: addresses.iter().map(|a| a.to_string()).collect(),
         allow_volume_attribute_overrides: Vec::new(),
     })
-    .unwrap();
-    VaultProvider::new(VaultArgs::default(), access)
+    .unwrap()
 }
 
 /// Kubelet's tokens JSON for one audience.

@@ -68,6 +68,7 @@ where
     .applied_objects();
     let task = tokio::spawn(stream.for_each(move |event| async move {
         if let Err(error) = event {
+            let error = crate::kube_errors::describe_watch(&error);
             tracing::warn!(%error, what, "watch error; retrying");
         }
     }));

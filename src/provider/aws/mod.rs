@@ -26,7 +26,6 @@ use self::identity::KubeLookups;
 use self::params::{AddressType, MountParameters, ObjectType, Target};
 use self::sdk::SdkSettings;
 use super::{MountInput, MountOutput, Provider, ProviderError};
-use crate::redact::Redacted;
 
 /// Audience of the IRSA token.
 pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
@@ -184,7 +183,8 @@ impl AwsProvider {
             params.pod_namespace.as_deref().unwrap_or_default(),
             params.service_account.as_deref().unwrap_or_default()
         );
-        let subject = super::vault::auth::token_subject(token).unwrap_or_else(|| digest(token));
+        let subject = super::vault::auth::token_subject(token)
+            .unwrap_or_else(|| super::version_key::token_digest(token.expose().as_bytes()));
         if params.use_pod_identity {
             let endpoints = match (&self.args.aws_pod_identity_endpoint, params.address_type) {
                 (Some(e), _) => vec![e.clone()],
@@ -347,12 +347,6 @@ impl AwsProvider {
             })
             .collect()
     }
-}
-
-/// A digest standing in for a token whose claims cannot be read.
-fn digest(token: &Redacted<String>) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
-    hex::encode(digest.as_ref())
 }
 
 #[async_trait]

@@ -142,23 +142,28 @@ impl<K, V: Clone> Default for InFlight<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> InFlight<K, V> {
     /// Runs `make()` unless a call with `key` is already running, then awaits the result.
-    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> V
+    /// The flag is true for the caller whose `make()` ran, false for one that joined.
+    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> (V, bool)
     where
         F: Future<Output = V> + Send + 'static,
     {
+        let mut led = false;
         let future = self
             .running
             .lock()
             .unwrap()
             .entry(key.clone())
-            .or_insert_with(|| make().boxed().shared())
+            .or_insert_with(|| {
+                led = true;
+                make().boxed().shared()
+            })
             .clone();
         let result = future.clone().await;
         let mut running = self.running.lock().unwrap();
         if running.get(&key).is_some_and(|f| f.ptr_eq(&future)) {
             running.remove(&key);
         }
-        result
+        (result, led)
     }
 }
 
@@ -261,9 +266,10 @@ mod tests {
             })
         });
         let results = futures::future::join_all(calls).await;
-        assert!(results.iter().all(|r| *r == 1));
+        assert!(results.iter().all(|r| r.0 == 1));
+        assert_eq!(results.iter().filter(|r| r.1).count(), 1, "one leader");
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         let later = flights.run("k".to_owned(), || async { 7 }).await;
-        assert_eq!(later, 7, "a finished call is not reused");
+        assert_eq!(later, (7, true), "a finished call is not reused");
     }
 }

@@ -1,11 +1,12 @@
 //! HTTP to Vault: reqwest over rustls (ring), one client per connection settings, honouring
 //! the CA file/directory, TLS server name, skip-verify, client certificate and the
-//! `X-Vault-Namespace` header. Returns raw status and body; callers classify them.
+//! `X-Vault-Namespace` header. Returns raw status and body; callers classify them. Bodies are
+//! read as a stream and refused once they pass the size limit; the clients are kept in a
+//! small LRU ([`CLIENT_CACHE_SIZE`]).
 //! An address a class names is reached through a resolver that drops refused addresses
 //! (`--allowed-store-addresses`), without proxies or redirects; the files a class names are
 //! read beneath `--allowed-file-dirs` (`crate::provider::access`).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::client_cache::Lru;
 use super::error::VaultError;
 use super::params::{Connection, NodeFile, TlsSettings};
 use crate::provider::access::{Access, CheckedResolver, addresses, files};
@@ -37,15 +39,22 @@ pub struct VaultResponse {
     pub body: Redacted<Vec<u8>>,
 }
 
+/// HTTP clients kept, one per TLS settings and transport; the least recently used goes first.
+pub const CLIENT_CACHE_SIZE: usize = 16;
+
+/// Largest response body read by default (the default of `--max-call-recv-msg-size`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// What one HTTP client is built for: the unix socket (if any), the TLS settings, and
 /// whether the address came from a class (checked resolver).
 type ClientKey = (String, TlsSettings, bool);
 
 /// Builds and reuses HTTP clients per TLS settings and transport.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VaultHttp {
-    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    clients: Mutex<Lru<ClientKey, reqwest::Client>>,
     access: Access,
+    max_response_bytes: usize,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,12 +62,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl VaultHttp {
     /// Clients that read class-named files and reach class-named addresses only as `access`
-    /// allows.
-    pub fn new(access: Access) -> Self {
+    /// allows, and read at most `max_response_bytes` of any response body.
+    pub fn new(access: Access, max_response_bytes: usize) -> Self {
         Self {
-            clients: Mutex::default(),
+            clients: Mutex::new(Lru::new(CLIENT_CACHE_SIZE)),
             access,
+            max_response_bytes,
         }
+    }
+
+    /// Number of HTTP clients kept.
+    pub fn cached_clients(&self) -> usize {
+        self.clients.lock().unwrap().len()
     }
 
     /// Sends one request. Transport failures are `Unavailable`; HTTP statuses are returned.
@@ -89,12 +104,29 @@ impl VaultHttp {
                 detail: describe(&e),
             },
         };
-        let response = builder.send().await.map_err(unavailable)?;
+        let mut response = builder.send().await.map_err(unavailable)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(unavailable)?;
+        let too_large = || VaultError::ResponseTooLarge {
+            target: format!("{} {}{}", req.method, conn.address, strip_query(req.path)),
+            limit: self.max_response_bytes,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_response_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        // Chunk by chunk, so a store that streams without end costs at most the limit.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(VaultResponse {
             status,
-            body: Redacted::new(body.to_vec()),
+            body: Redacted::new(body),
         })
     }
 
@@ -111,7 +143,7 @@ impl VaultHttp {
         );
         let mut clients = self.clients.lock().unwrap();
         if let Some(client) = clients.get(&key) {
-            return Ok((client.clone(), base));
+            return Ok((client, base));
         }
         let tls_error = |reason: String| VaultError::ConfigureTls {
             address: conn.address.clone(),

@@ -47,6 +47,11 @@ pub enum VaultError {
     },
     #[error("{target}: Vault is unavailable: {detail}")]
     Unavailable { target: String, detail: String },
+    #[error(
+        "{target}: the answer is larger than {limit} bytes; reading stopped (raise \
+         --max-call-recv-msg-size if the secrets are this large)"
+    )]
+    ResponseTooLarge { target: String, limit: usize },
     #[error("{method} {path}: unexpected answer ({status}): {detail}")]
     Unexpected {
         method: String,
@@ -79,6 +84,7 @@ impl VaultError {
             Self::LoginDenied { .. } | Self::ReadDenied { .. } => Code::PermissionDenied,
             Self::ReadNotFound { .. } | Self::MissingKey { .. } => Code::NotFound,
             Self::Unavailable { .. } => Code::Unavailable,
+            Self::ResponseTooLarge { .. } => Code::ResourceExhausted,
             Self::LoginEmpty { .. } | Self::Unexpected { .. } => Code::Unknown,
             Self::EmptyResponse { .. } => Code::NotFound,
             Self::DecodeValue { .. } => Code::InvalidArgument,
@@ -98,6 +104,7 @@ impl VaultError {
             }
             Self::ReadRejected { .. } | Self::Unexpected { .. } => "VaultRequestFailed",
             Self::Unavailable { .. } => "VaultUnavailable",
+            Self::ResponseTooLarge { .. } => "VaultResponseTooLarge",
             Self::DecodeValue { .. } => "DecodeFailed",
         }
     }
@@ -109,7 +116,8 @@ impl From<VaultError> for ProviderError {
     }
 }
 
-/// Vault's `{"errors": [...]}` body, shortened; Vault's error texts hold no secret values.
+/// Vault's `{"errors": [...]}` list, shortened; Vault's error texts hold no secret values.
+/// Any other body is never quoted (it could be a secret, or a proxy's page): only its size.
 pub fn detail_of(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
@@ -118,7 +126,11 @@ pub fn detail_of(body: &[u8]) -> String {
     }
     let text = match serde_json::from_slice::<Errors>(body) {
         Ok(e) if !e.errors.is_empty() => e.errors.join("; "),
-        _ => String::from_utf8_lossy(body).trim().to_owned(),
+        _ if body.is_empty() => String::new(),
+        _ => format!(
+            "a body of {} bytes that is not Vault's error list (not shown)",
+            body.len()
+        ),
     };
     let text = text.replace(['\n', '\t'], " ");
     let mut short: String = text.chars().take(300).collect();
@@ -165,6 +177,10 @@ mod tests {
             "permission denied"
         );
         assert_eq!(detail_of(b""), "no details");
-        assert!(detail_of(&[b'x'; 1000]).ends_with('…'));
+        let long = format!(r#"{{"errors":["{}"]}}"#, "e".repeat(1000));
+        assert!(detail_of(long.as_bytes()).ends_with('…'));
+        let page = detail_of(b"<html>password=hunter2-in-a-proxy-page</html>");
+        assert!(!page.contains("hunter2"), "{page}");
+        assert!(page.contains("45 bytes"), "{page}");
     }
 }

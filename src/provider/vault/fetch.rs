@@ -1,6 +1,12 @@
 //! Reading a class's objects: distinct requests read concurrently (bounded) and once each,
 //! KV v2 `data.data` unwrapped, `secretKey` extracted (non-strings JSON-encoded) or the whole
-//! response written, values decoded, versions hashed, lease ends turned into `refresh_before`.
+//! response written, values decoded, versions keyed (HMAC), lease ends turned into
+//! `refresh_before`.
+//!
+//! Identical concurrent reads of one identity are joined only when they are static: a `GET`
+//! whose answer carries no lease. Anything that mints (PKI `issue`, database `creds`, any other
+//! method, any answer with a lease) is read for each mount, so every pod gets its own
+//! certificate or lease, as with vault-csi-provider.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use super::client::{VaultRequest, strip_query};
 use super::error::{VaultError, detail_of};
 use super::params::{MountParameters, SecretObject};
 use crate::fs::atomic_writer::Payload;
+use crate::provider::version_key::VersionKey;
 use crate::provider::{MountOutput, ObjectVersion};
 use crate::redact::Redacted;
 
@@ -61,6 +68,12 @@ pub struct RequestKey {
 }
 
 impl RequestKey {
+    /// A read that may be shared with other mounts of the identity: a `GET` (Vault's read).
+    /// Every other method may create something (PKI `issue`, `sign`, transit, ...).
+    pub fn may_join(&self) -> bool {
+        self.method == "GET"
+    }
+
     fn of(object: &SecretObject) -> Self {
         let method = object
             .method
@@ -147,7 +160,10 @@ async fn read_once(
                         method,
                         path,
                         status: response.status,
-                        detail: format!("response is not a Vault secret: {e}"),
+                        detail: format!(
+                            "response is not a Vault secret: {}",
+                            crate::redact::describe_json_error(&e)
+                        ),
                     })
             }
             403 => Err(VaultError::ReadDenied {
@@ -188,10 +204,20 @@ pub async fn fetch_all(
     keys.sort_by(|a, b| (&a.path, &a.method, &a.args).cmp(&(&b.path, &b.method, &b.args)));
     keys.dedup();
     let reads = futures::stream::iter(keys)
-        .map(|key| {
+        .map(|key| async move {
+            let own = || read_once(shared.clone(), id.clone(), jwt.clone(), key.clone());
+            if !key.may_join() {
+                return (key.clone(), own().await);
+            }
             let flight_key = (id.clone(), key.clone());
-            let run = read_once(shared.clone(), id.clone(), jwt.clone(), key.clone());
-            async move { (key, shared.reads.run(flight_key, || run).await) }
+            let (result, led) = shared.reads.run(flight_key, own).await;
+            // A leased answer (database `creds`, ...) was minted for the mount that asked: a
+            // mount that joined it reads its own.
+            let minted = matches!(&result, Ok(secret) if !secret.lease_id.is_empty());
+            if minted && !led {
+                return (key.clone(), own().await);
+            }
+            (key.clone(), result)
         })
         .buffer_unordered(shared.concurrency.max(1));
     let responses: HashMap<RequestKey, ReadResult> = reads.collect().await;
@@ -207,7 +233,7 @@ pub async fn fetch_all(
         let contents = contents(object, &key, &secret)?;
         output.versions.push(ObjectVersion {
             id: object.object_name.clone(),
-            version: version(object, &contents),
+            version: version(&shared.version_key, object, &contents),
         });
         if let Some(end) = refresh_time(now, secret.lease_duration) {
             output.refresh_before = Some(output.refresh_before.map_or(end, |t| t.min(end)));
@@ -283,13 +309,11 @@ fn decode(object: &SecretObject, raw: Vec<u8>) -> Result<Vec<u8>, VaultError> {
     }
 }
 
-/// A stable version: SHA-256 over the object's configuration and its content, so it is the
-/// same on every node and changes when either changes.
-fn version(object: &SecretObject, contents: &[u8]) -> String {
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    hasher.update(&serde_json::to_vec(object).unwrap_or_default());
-    hasher.update(contents);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hasher.finish())
+/// A stable version: HMAC-SHA256 under the admin's key over the object's configuration and its
+/// content, so it is the same on every node, changes when either changes, and (unlike a plain
+/// hash) cannot be used to test guesses of the value by anyone who reads it from the API.
+fn version(key: &VersionKey, object: &SecretObject, contents: &[u8]) -> String {
+    key.sign(&[&serde_json::to_vec(object).unwrap_or_default(), contents])
 }
 
 #[cfg(test)]
@@ -363,9 +387,12 @@ mod tests {
         assert_eq!(v1_path("/v1/secret/x?version=2"), "/v1/secret/x?version=2");
         let o = object("- {objectName: o, secretPath: a}");
         let p = object("- {objectName: p, secretPath: a}");
-        assert_eq!(version(&o, b"x"), version(&o, b"x"));
-        assert_ne!(version(&o, b"x"), version(&o, b"y"));
-        assert_ne!(version(&o, b"x"), version(&p, b"x"));
+        let k = VersionKey::from_bytes(&[7; 32], "test").unwrap();
+        let other = VersionKey::from_bytes(&[8; 32], "test").unwrap();
+        assert_eq!(version(&k, &o, b"x"), version(&k, &o, b"x"));
+        assert_ne!(version(&k, &o, b"x"), version(&k, &o, b"y"));
+        assert_ne!(version(&k, &o, b"x"), version(&k, &p, b"x"));
+        assert_ne!(version(&k, &o, b"x"), version(&other, &o, b"x"));
         let now = Utc::now();
         assert_eq!(refresh_time(now, 0), None);
         assert_eq!(
@@ -377,6 +404,8 @@ mod tests {
         );
         let key = RequestKey::of(&post);
         assert_eq!(key.method, "POST");
+        assert!(!key.may_join(), "a POST may mint: never joined");
+        assert!(RequestKey::of(&o).may_join());
         assert_eq!(key.args.as_deref(), Some(r#"{"common_name":"a"}"#));
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod client_cache;
 pub mod error;
 pub mod fetch;
 pub mod params;
@@ -19,6 +20,7 @@ use self::error::VaultError;
 use self::fetch::{RequestKey, Secret};
 use self::params::MountParameters;
 use super::access::Access;
+use super::version_key::VersionKey;
 use super::{MountInput, MountOutput, Provider, ProviderError};
 
 /// Node-level defaults of the Vault provider (env < flags < class parameters), named as
@@ -89,6 +91,15 @@ impl Default for VaultArgs {
     }
 }
 
+/// What the node, not the class, decides for the provider.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// Largest response body read from Vault (`--max-call-recv-msg-size`).
+    pub max_response_bytes: usize,
+    /// The key of the object versions (HMAC-SHA256 of configuration and content).
+    pub version_key: VersionKey,
+}
+
 /// State shared by all mounts: HTTP clients, the token cache, reads in flight.
 #[derive(Debug)]
 pub struct Shared {
@@ -96,6 +107,7 @@ pub struct Shared {
     tokens: TokenCache,
     reads: InFlight<(Identity, RequestKey), Result<Arc<Secret>, VaultError>>,
     concurrency: usize,
+    version_key: VersionKey,
 }
 
 /// The `vault` provider.
@@ -107,14 +119,15 @@ pub struct VaultProvider {
 }
 
 impl VaultProvider {
-    /// A provider with these node defaults; class-named files and addresses only as `access`
-    /// allows.
-    pub fn new(defaults: VaultArgs, access: Access) -> Self {
+    /// A provider with these node defaults and options; class-named files and addresses only
+    /// as `access` allows.
+    pub fn new(defaults: VaultArgs, access: Access, options: VaultOptions) -> Self {
         let shared = Arc::new(Shared {
-            http: VaultHttp::new(access.clone()),
+            http: VaultHttp::new(access.clone(), options.max_response_bytes),
             tokens: TokenCache::new(defaults.vault_cache_size),
             reads: InFlight::default(),
             concurrency: defaults.vault_concurrency,
+            version_key: options.version_key,
         });
         Self {
             defaults,
@@ -123,13 +136,19 @@ impl VaultProvider {
         }
     }
 
+    /// Number of HTTP clients kept (bounded by [`client::CLIENT_CACHE_SIZE`]).
+    pub fn cached_http_clients(&self) -> usize {
+        self.shared.http.cached_clients()
+    }
+
     async fn mount_inner(&self, input: &MountInput) -> Result<MountOutput, VaultError> {
         let params = MountParameters::parse(&input.attributes, &self.defaults, &self.access)?;
         let jwt = auth::pod_token(&input.tokens, &params.audience)?.clone();
         let subject = format!(
             "{}|{}",
             params.service_account.as_deref().unwrap_or_default(),
-            auth::token_subject(&jwt).unwrap_or_else(|| token_digest(jwt.expose()))
+            auth::token_subject(&jwt)
+                .unwrap_or_else(|| super::version_key::token_digest(jwt.expose().as_bytes()))
         );
         let identity = Identity {
             connection: params.connection.clone(),
@@ -147,12 +166,6 @@ impl VaultProvider {
         );
         fetch::fetch_all(&self.shared, &identity, &jwt, &params, input.permission).await
     }
-}
-
-/// A digest standing in for a token whose claims cannot be read.
-fn token_digest(token: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    hex::encode(digest.as_ref())
 }
 
 #[async_trait]
