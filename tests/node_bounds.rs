@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::mounts::mounts_under;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+};
 use harness::plugin::{FakePlugin, Reply};
 use keymount::proto::csi::NodePublishVolumeRequest;
 use tonic::Code;
@@ -61,15 +63,14 @@ impl Bed {
         NodeOptions {
             class_dir: Some(self.classes.clone()),
             provider_dir: Some(self.providers.clone()),
+            kubelet_root: Some(self.root.clone()),
             args: all,
             ..Default::default()
         }
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.root.join(format!(
-            "pods/pod-{n}/volumes/kubernetes.io~csi/secrets/mount"
-        ))
+        kubelet_target(&self.root, &pod_uid(n), "secrets")
     }
 }
 
