@@ -10,6 +10,7 @@ pub mod fs;
 pub mod http;
 pub mod metrics;
 pub mod mount;
+pub mod names;
 pub mod proto;
 pub mod provider;
 pub mod redact;

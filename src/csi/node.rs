@@ -44,10 +44,11 @@ impl From<PublishError> for Status {
             | PublishError::ClassWithoutProvider { .. }
             | PublishError::ClassWithoutParameters { .. } => Code::InvalidArgument,
             PublishError::Busy(_) => Code::Aborted,
-            PublishError::LookupClass(LookupError::NotFound { .. }) => Code::NotFound,
+            PublishError::LookupClass(LookupError::NotFound { .. })
+            | PublishError::LookupClass(LookupError::NotFoundSkipped { .. }) => Code::NotFound,
             PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,
             PublishError::LookupClass(LookupError::ReadDir { .. })
-            | PublishError::LookupClass(LookupError::Parse { .. }) => Code::FailedPrecondition,
+            | PublishError::LookupClass(LookupError::Manifest { .. }) => Code::FailedPrecondition,
             PublishError::ResolveProvider {
                 source: ResolveError::InvalidName(_),
                 ..
@@ -62,8 +63,7 @@ impl From<PublishError> for Status {
             | PublishError::CheckMount { .. }
             | PublishError::CreateDir { .. }
             | PublishError::Mount { .. }
-            | PublishError::WriteFiles(_)
-            | PublishError::SaveState(_) => Code::Internal,
+            | PublishError::WriteFiles(_) => Code::Internal,
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
             PublishError::SyncSecret { source, .. } => source.code(),
         };
@@ -76,9 +76,7 @@ impl From<UnpublishError> for Status {
         let code = match &error {
             UnpublishError::MissingField(_) => Code::InvalidArgument,
             UnpublishError::Busy(_) => Code::Aborted,
-            UnpublishError::Unmount { .. }
-            | UnpublishError::RemoveDir { .. }
-            | UnpublishError::ForgetState(_) => Code::Internal,
+            UnpublishError::Unmount { .. } | UnpublishError::RemoveDir { .. } => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

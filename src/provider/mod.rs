@@ -8,6 +8,7 @@ pub mod plugin;
 pub mod slots;
 pub mod tokens;
 pub mod vault;
+mod wire_debug;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use super::context::ContextError;
-use super::state::StateError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
 use crate::fs::paths::PathError;
@@ -88,8 +87,6 @@ pub enum PublishError {
         #[source]
         source: kube::Error,
     },
-    #[error(transparent)]
-    SaveState(#[from] StateError),
     #[error("sync secretObjects of SecretProviderClass {class}: {source}")]
     SyncSecret {
         class: String,
@@ -119,7 +116,6 @@ impl PublishError {
             Self::CheckMount { .. } | Self::CreateDir { .. } => "FailedToEnsureMountPoint",
             Self::Mount { .. } => "FailedToMount",
             Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
-            Self::SaveState(_) => "FailedToSaveState",
             Self::SyncSecret { source, .. } => source.reason(),
         }
     }

@@ -7,6 +7,7 @@ use crate::class::ClassSource;
 use crate::fs::paths::Limits;
 use crate::metrics::Metrics;
 use crate::provider::Providers;
+use crate::shutdown::Background;
 use crate::sync::SecretSync;
 
 use super::events::PodEvents;
@@ -86,6 +87,13 @@ impl VolumeService {
             events,
             secret_sync: None,
         }
+    }
+
+    /// Runs the service's background work (pod event writes) among `background`, which the
+    /// node joins at shutdown.
+    pub fn with_background(mut self, background: Background) -> Self {
+        self.events = self.events.map(|e| e.in_background(background));
+        self
     }
 
     /// Turns on the sync of `secretObjects` to Kubernetes Secrets.

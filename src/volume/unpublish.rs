@@ -32,8 +32,6 @@ pub enum UnpublishError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    ForgetState(#[from] super::state::StateError),
 }
 
 impl VolumeService {
@@ -62,9 +60,7 @@ impl VolumeService {
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
         let target = PathBuf::from(&req.target_path);
         off_runtime(move || remove_target(&target)).await?;
-        self.states.remove(&req.volume_id)?;
-        drop(_guard);
-        self.locks.forget(&req.volume_id);
+        self.states.remove(&req.volume_id);
         Ok(())
     }
 }
