@@ -145,7 +145,19 @@ async fn a_full_state_disk_at_start_still_serves_and_says_so() {
     let bed = Bed::new();
     let _plugin = FakePlugin::start(&bed.providers, "fake", Reply::files(&[("a", "x")])).await;
     let state = Tmpfs::mount(&bed.work.join("state"), 64 * 1024);
-    std::fs::write(bed.journal(), "").unwrap();
+    // A volume published before the restart (still mounted: the start keeps its record), so
+    // the start has a journal to rewrite on the full disk.
+    let old = bed.target(9);
+    std::fs::create_dir_all(&old).unwrap();
+    keymount::mount::mount_tmpfs(&old, Some(1 << 20)).unwrap();
+    std::fs::write(
+        bed.journal(),
+        format!(
+            "{{\"put\":{{\"volumeId\":\"old\",\"targetPath\":{:?},\"podNamespace\":\"shop\",\"class\":\"db\",\"provider\":\"fake\",\"versions\":[],\"fetchedAt\":\"2026-01-01T00:00:00Z\"}}}}\n",
+            old.display().to_string()
+        ),
+    )
+    .unwrap();
     let filler = state.fill();
 
     let node = NodeProcess::start(bed.options()).await;
@@ -183,8 +195,11 @@ async fn a_full_state_disk_at_start_still_serves_and_says_so() {
         metrics.contains("keymount_state_journal_writable 1"),
         "{metrics}"
     );
+    assert!(journal.contains("\"old\""), "{journal}");
     unpublish(&node, "vol-1", &target).await;
     unpublish(&node, "vol-2", &second).await;
+    unpublish(&node, "old", &old).await;
+    assert!(harness::mounts::mounts_under(&bed.tmp.path().join("pods")).is_empty());
     drop(node);
 }
 
