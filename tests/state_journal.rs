@@ -106,6 +106,7 @@ async fn a_journal_with_invalid_utf8_and_garbage_still_starts_and_keeps_its_good
     // A first process publishes one volume, then crashes.
     let mut node = NodeProcess::start(bed.options()).await;
     publish(&node, "vol-1", &target).await.unwrap();
+    let _unmount_on_failure = Tmpfs(target.clone());
     node.kill();
     let good = std::fs::read(bed.journal()).unwrap();
 
@@ -149,7 +150,7 @@ async fn a_full_state_disk_at_start_still_serves_and_says_so() {
     // the start has a journal to rewrite on the full disk.
     let old = bed.target(9);
     std::fs::create_dir_all(&old).unwrap();
-    keymount::mount::mount_tmpfs(&old, Some(1 << 20)).unwrap();
+    let _unmount_on_failure = Tmpfs::mount(&old, 1 << 20);
     std::fs::write(
         bed.journal(),
         format!(
