@@ -34,6 +34,9 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    state
+        .metrics
+        .state_journal_writable(state.volumes.states().journal_writable());
     (
         [(
             header::CONTENT_TYPE,
@@ -53,6 +56,12 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "SecretProviderClass cache not synced yet",
+        )
+    } else if !state.volumes.states().journal_writable() {
+        // Still ready: publishes work, with the volume state in memory until it can be written.
+        (
+            StatusCode::OK,
+            "ready (volume state journal not writable: state kept in memory)",
         )
     } else {
         (StatusCode::OK, "ready")

@@ -11,6 +11,7 @@ pub mod http;
 pub mod kube_errors;
 pub mod metrics;
 pub mod mount;
+pub mod names;
 pub mod proto;
 pub mod provider;
 pub mod redact;

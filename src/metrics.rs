@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -67,6 +68,7 @@ pub struct Metrics {
     sync_secret: Family<ProviderLabels, Counter>,
     sync_secret_error: Family<ProviderErrorLabels, Counter>,
     sync_duration: Hist<OsLabels>,
+    state_journal_writable: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,7 @@ impl Metrics {
             sync_secret: Family::default(),
             sync_secret_error: Family::default(),
             sync_duration: Family::new_with_constructor(seconds_buckets),
+            state_journal_writable: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -148,7 +151,17 @@ impl Metrics {
             "Kubernetes Secret sync latency",
             m.sync_duration.clone(),
         );
+        r.register(
+            "keymount_state_journal_writable",
+            "1 while the volume state journal can be written; 0 while the state is kept in memory only (e.g. a full disk)",
+            m.state_journal_writable.clone(),
+        );
         m
+    }
+
+    /// Whether the volume state journal can be written (set before each scrape).
+    pub fn state_journal_writable(&self, writable: bool) {
+        self.state_journal_writable.set(i64::from(writable));
     }
 
     fn provider(provider: &str) -> ProviderLabels {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use harness::mounts::mounts_under;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request};
+use harness::node::{NodeOptions, NodeProcess, pod_uid, publish_request, unpublish_request};
 use harness::plugin::{FakePlugin, Reply};
 use keymount::class::{SecretProviderClass, SecretProviderClassSpec};
 use kube::Api;
@@ -311,7 +311,7 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
     // Said as it is: files rotated, status stale; in the log, the metrics and an event.
     assert!(
         node.logs()
-            .contains("files rotated, but the pod status or state record is stale"),
+            .contains("files rotated, but the pod status is stale"),
         "{}",
         node.logs()
     );
@@ -401,4 +401,64 @@ async fn a_rotation_whose_pod_status_write_fails_says_so_and_the_next_fetch_repa
         .await
         .expect("unpublish");
     assert!(mounts_under(tmp.path()).is_empty(), "no mount left");
+}
+
+/// A class name that would change the path of the class GET (made with keymount's own token)
+/// is refused as INVALID_ARGUMENT naming `secretProviderClass`, before any lookup: even with a
+/// class `db` in the namespace the name would reach, and another in `kube-system`.
+#[tokio::test]
+async fn class_names_that_would_change_the_api_path_are_refused_before_any_request() {
+    let kube = TestKube::get();
+    install_crds(kube).await;
+    let ns = kube.namespace("node-api-names").await;
+    create_class(kube, &ns, "db", "fake").await;
+    create_class(kube, "kube-system", "stolen", "fake").await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let providers = tmp.path().join("providers");
+    let plugin = FakePlugin::start(&providers, "fake", Reply::files(&[("a", "x")])).await;
+    let node = NodeProcess::start(NodeOptions {
+        kubeconfig: Some(kube.kubeconfig_path().to_owned()),
+        provider_dir: Some(providers.clone()),
+        ..Default::default()
+    })
+    .await;
+    let mut client = node.node_client().await;
+    let long = "a".repeat(254);
+    let names = [
+        "../../kube-system/secretproviderclasses/stolen",
+        "db?watch=true",
+        "db/status",
+        "..",
+        "DB",
+        "db%2Fx",
+        long.as_str(),
+    ];
+    for (n, class) in names.into_iter().enumerate() {
+        let target = node.target(&pod_uid(n), &format!("v{n}"));
+        let err = client
+            .node_publish_volume(request_for(
+                &format!("vol-{n}"),
+                &target,
+                class,
+                &ns,
+                "uid-1",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{class}: {err:?}");
+        assert!(
+            err.message()
+                .starts_with("volume context: secretProviderClass "),
+            "{class}: {}",
+            err.message()
+        );
+        assert!(!target.exists(), "{class}: nothing created");
+    }
+    assert_eq!(plugin.mount_calls(), 0, "no provider was asked");
+    assert!(
+        !node.logs().contains("failed to get SecretProviderClass"),
+        "no class lookup was made"
+    );
+    assert!(mounts_under(tmp.path()).is_empty());
 }

@@ -499,3 +499,58 @@ async fn a_foreign_secret_is_left_untouched_and_a_missing_class_is_not_found() {
         "{metrics}"
     );
 }
+
+/// A `secretObjects` entry whose Secret name is not a DNS subdomain (it would change the path
+/// of the GET and the apply made with keymount's token) refuses the mount before any Secret is
+/// read or written, naming the entry; the good entry beside it is not applied either.
+#[tokio::test]
+async fn secret_names_that_are_not_dns_names_are_refused_and_nothing_is_applied() {
+    let bed = Bed::new("badname").await;
+    bed.bao
+        .kv2_put(
+            "secret",
+            "db",
+            json!({"username": "admin", "password": "pw-bad-name"}),
+        )
+        .await;
+    let objects = "- {objectName: password, secretPath: secret/data/db, secretKey: password}";
+    let data = json!([{"objectName": "password", "key": "password"}]);
+    let node = bed.restricted_node(&["--enable-secret-sync"]).await;
+    let mut csi = node.node_client().await;
+    let pod = bed.pod("web-0").await;
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.ns);
+    for (n, bad) in ["../../kube-system/secrets/x", "db?dryRun=All", "DB", "a/b"]
+        .into_iter()
+        .enumerate()
+    {
+        let class = format!("app-{n}");
+        let sync = json!([
+            {"secretName": "good", "type": "Opaque", "data": data},
+            {"secretName": bad, "type": "Opaque", "data": data},
+        ]);
+        bed.apply_class(&class, &[], objects, sync).await;
+        let status = csi
+            .node_publish_volume(bed.publish(&pod, &format!("v{n}"), &class))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert!(
+            status.message().contains("secretObjects[1].secretName"),
+            "{bad}: {}",
+            status.message()
+        );
+        assert!(!status.message().contains("pw-bad-name"));
+    }
+    let listed = secrets.list(&ListParams::default()).await.unwrap();
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|s| s.metadata.name.as_deref() != Some("good")),
+        "nothing was applied"
+    );
+    assert!(
+        harness::mounts::mounts_under(bed.work.path()).is_empty(),
+        "the failed mounts were undone"
+    );
+}

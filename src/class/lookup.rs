@@ -1,8 +1,8 @@
 //! Finding the SecretProviderClass of a volume: from a watch-backed cache of the API server,
-//! or, in local mode, from manifests in a directory.
+//! or, in local mode, from manifests in a directory (`directory.rs`).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::SecretProviderClass;
+use crate::shutdown::Background;
 
 /// Why a class could not be found.
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +34,20 @@ pub enum LookupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to parse SecretProviderClass manifest {file}: {source}")]
-    Parse {
+    #[error("failed to get SecretProviderClass {namespace}/{name}: manifest {file}: {reason}")]
+    Manifest {
+        namespace: String,
+        name: String,
         file: PathBuf,
-        #[source]
-        source: serde_yaml::Error,
+        reason: String,
+    },
+    #[error(
+        "failed to get SecretProviderClass {namespace}/{name}: not found (unreadable manifests skipped: {skipped})"
+    )]
+    NotFoundSkipped {
+        namespace: String,
+        name: String,
+        skipped: String,
     },
 }
 
@@ -74,8 +84,8 @@ impl fmt::Debug for WatchedClasses {
 }
 
 impl WatchedClasses {
-    /// Starts the watch; it runs until `cancel` fires.
-    pub fn start(client: Client, cancel: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the watch among `background`; it runs until `cancel` fires.
+    pub fn start(client: Client, cancel: CancellationToken, background: &Background) -> Self {
         let api: Api<SecretProviderClass> = Api::all(client.clone());
         let (store, writer) = reflector::store();
         let synced = Arc::new(AtomicBool::new(false));
@@ -84,7 +94,7 @@ impl WatchedClasses {
             .applied_objects();
         let ready_store = store.clone();
         let ready_flag = synced.clone();
-        let task = tokio::spawn(async move {
+        background.spawn(async move {
             let watch = stream.for_each(|event| async move {
                 if let Err(error) = event {
                     let error = crate::kube_errors::describe_watch(&error);
@@ -104,14 +114,11 @@ impl WatchedClasses {
                 () = cancel.cancelled() => {}
             }
         });
-        (
-            Self {
-                store,
-                client,
-                synced,
-            },
-            task,
-        )
+        Self {
+            store,
+            client,
+            synced,
+        }
     }
 }
 
@@ -143,163 +150,5 @@ impl ClassSource for WatchedClasses {
 
     fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
-    }
-}
-
-/// Local mode: SecretProviderClass manifests (YAML, several documents per file allowed) in a
-/// directory. Edits take effect at the next lookup: the parsed set is kept until a manifest's
-/// name, size or mtime changes. A manifest without a namespace belongs to `default`.
-#[derive(Debug)]
-pub struct DirectoryClasses {
-    dir: PathBuf,
-    cache: std::sync::Mutex<Option<(Fingerprint, ParsedClasses)>>,
-}
-
-/// The classes parsed from the directory.
-type ParsedClasses = Arc<Vec<Arc<SecretProviderClass>>>;
-
-/// Name, size and mtime of every manifest file.
-type Fingerprint = Vec<(PathBuf, u64, std::time::SystemTime)>;
-
-impl DirectoryClasses {
-    /// Serves the classes found in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            cache: std::sync::Mutex::new(None),
-        }
-    }
-
-    fn fingerprint(&self) -> Result<Fingerprint, LookupError> {
-        let read_err = |source| LookupError::ReadDir {
-            dir: self.dir.clone(),
-            source,
-        };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(read_err)? {
-            let path = entry.map_err(read_err)?.path();
-            if is_manifest(&path) {
-                let meta = std::fs::metadata(&path).map_err(read_err)?;
-                files.push((path, meta.len(), meta.modified().map_err(read_err)?));
-            }
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    fn classes(&self) -> Result<Arc<Vec<Arc<SecretProviderClass>>>, LookupError> {
-        let fingerprint = self.fingerprint()?;
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, classes)) = cache.as_ref()
-            && *seen == fingerprint
-        {
-            return Ok(classes.clone());
-        }
-        let files = fingerprint
-            .iter()
-            .map(|(path, _, _)| path.clone())
-            .collect();
-        let classes: Arc<Vec<_>> = Arc::new(self.parse(files)?.into_iter().map(Arc::new).collect());
-        *cache = Some((fingerprint, classes.clone()));
-        Ok(classes)
-    }
-
-    fn parse(&self, files: Vec<PathBuf>) -> Result<Vec<SecretProviderClass>, LookupError> {
-        let read_err = |source| LookupError::ReadDir {
-            dir: self.dir.clone(),
-            source,
-        };
-        let mut classes = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(read_err)?;
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value =
-                    serde_yaml::Value::deserialize(doc).map_err(|source| LookupError::Parse {
-                        file: file.clone(),
-                        source,
-                    })?;
-                if value.get("kind").and_then(|k| k.as_str()) != Some("SecretProviderClass") {
-                    continue;
-                }
-                let class: SecretProviderClass =
-                    serde_yaml::from_value(value).map_err(|source| LookupError::Parse {
-                        file: file.clone(),
-                        source,
-                    })?;
-                classes.push(class);
-            }
-        }
-        Ok(classes)
-    }
-}
-
-use serde::Deserialize as _;
-
-fn is_manifest(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
-}
-
-#[async_trait]
-impl ClassSource for DirectoryClasses {
-    async fn get(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Arc<SecretProviderClass>, LookupError> {
-        let classes = self.classes()?;
-        let found = classes.iter().find(|c| {
-            c.metadata.name.as_deref() == Some(name)
-                && c.metadata.namespace.as_deref().unwrap_or("default") == namespace
-        });
-        found.cloned().ok_or_else(|| LookupError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-    }
-
-    fn is_synced(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn directory_source_finds_classes_by_namespace_and_name() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("classes.yaml"),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\n\
-             apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
-             metadata: {name: db}\nspec: {provider: vault, parameters: {roleName: app}}\n---\n\
-             apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
-             metadata: {name: db, namespace: prod}\nspec: {provider: aws}\n",
-        )
-        .unwrap();
-        let source = DirectoryClasses::new(dir.path());
-        let class = source.get("default", "db").await.unwrap();
-        assert_eq!(class.spec.provider.as_deref(), Some("vault"));
-        let class = source.get("prod", "db").await.unwrap();
-        assert_eq!(class.spec.provider.as_deref(), Some("aws"));
-        // An edit is seen at the next lookup.
-        std::fs::write(
-            dir.path().join("more.yml"),
-            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
-             metadata: {name: db, namespace: other}\nspec: {provider: gcp}\n",
-        )
-        .unwrap();
-        let class = source.get("other", "db").await.unwrap();
-        assert_eq!(class.spec.provider.as_deref(), Some("gcp"));
-        std::fs::remove_file(dir.path().join("more.yml")).unwrap();
-        let err = source.get("other", "db").await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "failed to get SecretProviderClass other/db: not found"
-        );
     }
 }

@@ -2,10 +2,12 @@
 
 pub mod crd;
 pub mod crd_schema;
+pub mod directory;
 pub mod lookup;
 
 pub use crd::{
     SecretObject, SecretObjectData, SecretProviderClass, SecretProviderClassPodStatus,
     SecretProviderClassSpec,
 };
-pub use lookup::{ClassSource, DirectoryClasses, LookupError, WatchedClasses};
+pub use directory::DirectoryClasses;
+pub use lookup::{ClassSource, LookupError, WatchedClasses};

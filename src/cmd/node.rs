@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,7 @@ use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
 use crate::provider::version_key::VersionKey;
 use crate::provider::{Providers, builtin};
+use crate::shutdown::Background;
 use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
 use crate::volume::{NodeConfig, VolumeService};
@@ -52,13 +54,36 @@ async fn version_key(
     })
 }
 
+/// How long shutdown waits for background work (event writes, watches) after the calls.
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a volume state journal that could not be written is tried again.
+const JOURNAL_RETRY: Duration = Duration::from_secs(10);
+
+/// Writes the volume state journal again while it cannot be written (a full disk), until
+/// `stop`; a change of state tries too.
+async fn retry_journal(volumes: Arc<VolumeService>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(JOURNAL_RETRY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if !volumes.states().journal_writable() {
+                    volumes.states().retry_journal();
+                }
+            }
+        }
+    }
+}
+
 /// Runs the node plugin until SIGTERM/SIGINT.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown::on_signals()?;
     let metrics = Arc::new(Metrics::new());
     let socket = server::socket_path(&args.endpoint)?;
 
-    let mut tasks = Vec::new();
+    let background = Background::default();
     let (classes, kube): (Arc<dyn ClassSource>, _) = match &args.class_dir {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "local mode: classes from a directory, no API server");
@@ -66,8 +91,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => {
             let client = kube_client(args.kubeconfig.as_ref()).await?;
-            let (watched, task) = WatchedClasses::start(client.clone(), shutdown.clone());
-            tasks.push(task);
+            let watched = WatchedClasses::start(client.clone(), shutdown.clone(), &background);
             (Arc::new(watched), Some(client))
         }
     };
@@ -126,8 +150,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         tracing::info!("Secret sync on: secretObjects are mirrored into Kubernetes Secrets");
         volumes = volumes.with_secret_sync(sync);
     }
-    let volumes = Arc::new(volumes);
+    let volumes = Arc::new(volumes.with_background(background.clone()));
     volumes.recover();
+    background.spawn(retry_journal(volumes.clone(), shutdown.clone()));
 
     let serving = Arc::new(AtomicBool::new(false));
     let addr = http::parse_addr(&args.metrics_addr)
@@ -181,9 +206,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     socket_id.remove_if_same(&socket);
     http_stop.cancel();
     http_task.await??;
-    for task in tasks {
-        let _ = task.await;
-    }
+    background.join(BACKGROUND_DEADLINE).await;
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -4,6 +4,7 @@
 pub mod identity;
 pub mod node;
 pub mod server;
+mod wire_debug;
 
 pub use identity::IdentityService;
 pub use node::NodeService;

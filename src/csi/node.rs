@@ -45,10 +45,11 @@ impl From<PublishError> for Status {
             | PublishError::ClassWithoutParameters { .. }
             | PublishError::VolumeAttribute { .. } => Code::InvalidArgument,
             PublishError::Busy(_) | PublishError::ShuttingDown => Code::Aborted,
-            PublishError::LookupClass(LookupError::NotFound { .. }) => Code::NotFound,
+            PublishError::LookupClass(LookupError::NotFound { .. })
+            | PublishError::LookupClass(LookupError::NotFoundSkipped { .. }) => Code::NotFound,
             PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,
             PublishError::LookupClass(LookupError::ReadDir { .. })
-            | PublishError::LookupClass(LookupError::Parse { .. }) => Code::FailedPrecondition,
+            | PublishError::LookupClass(LookupError::Manifest { .. }) => Code::FailedPrecondition,
             PublishError::ResolveProvider {
                 source: ResolveError::InvalidName(_),
                 ..
@@ -61,9 +62,7 @@ impl From<PublishError> for Status {
             PublishError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             PublishError::BadTarget(e) => target_code(e),
             PublishError::Mount(e) => mount_code(e),
-            PublishError::InvalidFiles { .. }
-            | PublishError::WriteFiles(_)
-            | PublishError::SaveState(_) => Code::Internal,
+            PublishError::InvalidFiles { .. } | PublishError::WriteFiles(_) => Code::Internal,
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
             PublishError::SyncSecret { source, .. } => source.code(),
         };
@@ -97,7 +96,6 @@ impl From<UnpublishError> for Status {
             UnpublishError::Busy(_) => Code::Aborted,
             UnpublishError::BadTarget(e) => target_code(e),
             UnpublishError::Mount(e) => mount_code(e),
-            UnpublishError::ForgetState(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

@@ -1,7 +1,7 @@
 //! Serving the CSI services on a unix socket.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -46,6 +46,13 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
 }
 
 /// Binds `path` with mode 0600, removing a stale socket (but nothing else) first.
+///
+/// The socket is 0600 from the first instant it exists at `path`: it is bound inside a fresh
+/// 0700 directory beside `path` (which nobody but root can enter), made 0600 there, and
+/// renamed into place. Binding at `path` and then chmod-ing, as before, left a moment in which
+/// any local user could connect and call NodePublishVolume. (The staging directory's name is
+/// 12 bytes longer than the socket's directory, which counts against the 108-byte limit of
+/// a socket path.)
 pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     let bind_err = |source| ServeError::Bind {
         path: path.to_owned(),
@@ -60,11 +67,45 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         }
         Err(_) => {}
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(bind_err)?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(bind_err)?;
+    sweep_staging(parent);
+    let staging = parent.join(format!("{STAGING_PREFIX}{:08x}", rand::random::<u32>()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(bind_err)?;
+    let bound = bind_private(&staging.join("s"), path);
+    let _ = std::fs::remove_dir_all(&staging);
+    bound.map_err(bind_err)
+}
+
+/// Names of the private directories sockets are bound in: the prefix and 8 hex digits.
+const STAGING_PREFIX: &str = ".km";
+
+/// Removes staging directories a crashed start left beside the socket.
+fn sweep_staging(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_staging = name.to_str().is_some_and(|n| {
+            n.len() == STAGING_PREFIX.len() + 8
+                && n.strip_prefix(STAGING_PREFIX)
+                    .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        });
+        if is_staging && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+}
+
+/// Binds `staged` (inside a private directory), sets 0600 and renames it to `path`.
+fn bind_private(staged: &Path, path: &Path) -> io::Result<UnixListener> {
+    let listener = UnixListener::bind(staged)?;
+    std::fs::set_permissions(staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(staged, path)?;
     Ok(listener)
 }
 
@@ -141,6 +182,61 @@ mod tests {
         let listener = bind(&sock).unwrap(); // stale socket replaced
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        drop(listener);
+    }
+
+    /// The socket never appears at its path with another mode: inotify sees it arrive by
+    /// rename (IN_MOVED_TO), never created there (IN_CREATE), and it is 0600 when it arrives;
+    /// root can connect, another user cannot.
+    #[tokio::test]
+    async fn the_socket_is_private_from_the_first_instant() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sock = dir.path().join("csi.sock");
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+        inotify
+            .add_watch(
+                dir.path(),
+                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB,
+            )
+            .unwrap();
+        let listener = bind(&sock).unwrap();
+        let events = inotify.read_events().unwrap();
+        let about_sock: Vec<_> = events
+            .iter()
+            .filter(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("csi.sock")))
+            .map(|e| e.mask)
+            .collect();
+        assert_eq!(
+            about_sock,
+            [AddWatchFlags::IN_MOVED_TO],
+            "created in place, or changed after it appeared: {events:?}"
+        );
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["csi.sock"], "the staging directory is gone");
+
+        let connect = |uid: Option<u32>| {
+            let mut cmd = std::process::Command::new("/usr/bin/perl");
+            cmd.args([
+                "-MIO::Socket::UNIX",
+                "-e",
+                "IO::Socket::UNIX->new(Peer => $ARGV[0]) or exit 13; exit 0",
+            ])
+            .arg(&sock);
+            if let Some(uid) = uid {
+                std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+                std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+            }
+            cmd.status().unwrap().code()
+        };
+        assert_eq!(connect(None), Some(0), "root connects");
+        assert_eq!(connect(Some(65534)), Some(13), "nobody cannot connect");
         drop(listener);
     }
 

@@ -10,6 +10,7 @@ pub mod slots;
 pub mod tokens;
 pub mod vault;
 pub mod version_key;
+mod wire_debug;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::class::crd::SecretObject;
+use crate::names::{self, NameError};
 use crate::redact::Redacted;
 
 use super::tls;
@@ -32,6 +33,12 @@ pub enum BuildError {
         class: String,
         index: usize,
         field: String,
+    },
+    #[error("SecretProviderClass {class}: {source}")]
+    InvalidName {
+        class: String,
+        #[source]
+        source: NameError,
     },
     #[error(
         "SecretProviderClass {class}: Secret {secret} key {key:?}: object {object:?} is not among the mounted files"
@@ -84,6 +91,13 @@ fn build_one(
         field: field.to_owned(),
     };
     let name = non_empty(object.secret_name.as_ref()).ok_or_else(|| missing("secretName"))?;
+    // The name goes into the path of the GET and the apply: only a valid name may.
+    names::subdomain(&format!("secretObjects[{index}].secretName"), &name).map_err(|source| {
+        BuildError::InvalidName {
+            class: class.to_owned(),
+            source,
+        }
+    })?;
     let type_ = non_empty(object.type_.as_ref()).ok_or_else(|| missing("type"))?;
     let entries = object
         .data
@@ -178,6 +192,33 @@ mod tests {
         assert_eq!(s.annotations.get("note").map(String::as_str), Some("x"));
         assert_eq!(s.data.expose()["password"], b"hunter2");
         assert_eq!(s.data.expose()["username"], b"admin");
+    }
+
+    #[test]
+    fn secret_names_that_are_not_dns_subdomains_are_refused_before_any_secret_is_built() {
+        let long = "a".repeat(254);
+        for bad in [
+            "../kube-system/x",
+            "db?dryRun=All",
+            "a/b",
+            "DB",
+            "..",
+            long.as_str(),
+        ] {
+            let good = object("fine", "Opaque", &[("pw", "password")]);
+            let e = build(
+                "ns/c",
+                &[good, object(bad, "Opaque", &[("pw", "password")])],
+                &files,
+            )
+            .unwrap_err();
+            assert!(matches!(e, BuildError::InvalidName { .. }), "{bad}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with("SecretProviderClass ns/c: secretObjects[1].secretName "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

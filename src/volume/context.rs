@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::names::{self, NameError};
+
 /// The keys keymount reads from the volume context. Everything else is passed to providers.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VolumeContext {
@@ -21,12 +23,39 @@ pub struct VolumeContext {
     pub service_account: Option<String>,
 }
 
+/// Shows a volume context with the value of every key that may carry a credential (kubelet's
+/// ServiceAccount tokens) replaced: for `Debug` of anything that holds the map.
+pub struct RedactedContext<'a, M>(pub &'a M);
+
+impl<'a, M> std::fmt::Debug for RedactedContext<'a, M>
+where
+    &'a M: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.into_iter().map(|(k, v)| {
+                let shown: &dyn std::fmt::Debug = if k == crate::provider::tokens::TOKENS_KEY {
+                    &"[redacted]"
+                } else {
+                    v
+                };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
 /// The volume context could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "volume context: {0} (is podInfoOnMount set on the CSIDriver, and secretProviderClass in the pod's volumeAttributes?)"
-)]
-pub struct ContextError(String);
+pub enum ContextError {
+    #[error(
+        "volume context: {0} (is podInfoOnMount set on the CSIDriver, and secretProviderClass in the pod's volumeAttributes?)"
+    )]
+    Missing(String),
+    /// A name that goes into Kubernetes API paths is not a valid name.
+    #[error("volume context: {0}")]
+    Name(#[from] NameError),
+}
 
 impl VolumeContext {
     /// Reads the typed view of kubelet's map.
@@ -39,16 +68,32 @@ impl VolumeContext {
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
         let context = Self::deserialize(serde_json::Value::Object(object))
-            .map_err(|e| ContextError(e.to_string()))?;
+            .map_err(|e| ContextError::Missing(e.to_string()))?;
         if context.class.trim().is_empty() {
-            return Err(ContextError("secretProviderClass is empty".into()));
+            return Err(ContextError::Missing("secretProviderClass is empty".into()));
         }
         if context.pod_namespace.trim().is_empty() {
-            return Err(ContextError(
+            return Err(ContextError::Missing(
                 "csi.storage.k8s.io/pod.namespace is empty".into(),
             ));
         }
+        context.check_names()?;
         Ok(context)
+    }
+
+    /// Every name here ends up in the path of an API request (the class GET, the pod GET of
+    /// the Secret sync, the pod status and events, ServiceAccount lookups): each must be the
+    /// DNS name the API server would accept, so `../x` or `a?b` never reach a URL.
+    fn check_names(&self) -> Result<(), NameError> {
+        names::subdomain("secretProviderClass", &self.class)?;
+        names::label("csi.storage.k8s.io/pod.namespace", &self.pod_namespace)?;
+        if let Some(pod) = &self.pod_name {
+            names::subdomain("csi.storage.k8s.io/pod.name", pod)?;
+        }
+        if let Some(account) = &self.service_account {
+            names::subdomain("csi.storage.k8s.io/serviceAccount.name", account)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,5 +140,71 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_a_publish_request_shows_no_token() {
+        use crate::redact::Redacted;
+        use crate::volume::{AccessType, PublishRequest};
+        let token = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.sig";
+        let tokens = format!(r#"{{"vault":{{"token":"{token}","expirationTimestamp":"x"}}}}"#);
+        let req = PublishRequest {
+            volume_id: "csi-1".into(),
+            target_path: "/t".into(),
+            access: Some(AccessType::Mount),
+            readonly: true,
+            volume_context: map(&[
+                ("secretProviderClass", "db"),
+                (crate::provider::tokens::TOKENS_KEY, tokens.as_str()),
+            ]),
+            secrets: Redacted::new(map(&[("clientSecret", "node-publish-secret")])),
+        };
+        for shown in [format!("{req:?}"), format!("{req:#?}")] {
+            assert!(
+                !shown.contains("eyJ") && !shown.contains("c2VjcmV0"),
+                "{shown}"
+            );
+            assert!(!shown.contains("node-publish-secret"), "{shown}");
+            assert!(
+                shown.contains("secretProviderClass") && shown.contains("\"db\""),
+                "{shown}"
+            );
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn names_bound_for_api_paths_are_validated_and_named() {
+        let base = [
+            ("secretProviderClass", "db"),
+            ("csi.storage.k8s.io/pod.name", "web-0"),
+            ("csi.storage.k8s.io/pod.namespace", "shop"),
+            ("csi.storage.k8s.io/serviceAccount.name", "app"),
+        ];
+        VolumeContext::parse(&map(&base)).unwrap();
+        let long = "a".repeat(254);
+        for (key, bad) in [
+            ("secretProviderClass", "../kube-system/x"),
+            ("secretProviderClass", "db?watch=true"),
+            ("secretProviderClass", "a/b"),
+            ("secretProviderClass", ".."),
+            ("secretProviderClass", "Db"),
+            ("secretProviderClass", long.as_str()),
+            ("csi.storage.k8s.io/pod.namespace", "a.b"),
+            ("csi.storage.k8s.io/pod.namespace", "../x"),
+            ("csi.storage.k8s.io/pod.name", "p/../../x"),
+            ("csi.storage.k8s.io/serviceAccount.name", "sa?x"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.retain(|(k, _)| *k != key);
+            pairs.push((key, bad));
+            let err = VolumeContext::parse(&map(&pairs)).unwrap_err();
+            assert!(matches!(err, ContextError::Name(_)), "{key}={bad}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("volume context: {key} ")),
+                "{err}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
 
+use crate::shutdown::Background;
+
 /// Source component of rotation events (upstream's rotation reconciler).
 pub const ROTATION_COMPONENT: &str = "csi-secrets-store-rotation";
 /// Source component of Secret sync events (upstream's sync controller).
@@ -53,6 +55,8 @@ pub enum Severity {
 pub struct PodEvents {
     client: kube::Client,
     node: String,
+    /// Where the writes run, so shutdown waits for them.
+    background: Background,
 }
 
 impl std::fmt::Debug for PodEvents {
@@ -81,7 +85,14 @@ impl PodEvents {
         Self {
             client,
             node: node.into(),
+            background: Background::default(),
         }
+    }
+
+    /// Runs the event writes among `background`, which shutdown joins.
+    pub fn in_background(mut self, background: Background) -> Self {
+        self.background = background;
+        self
     }
 
     /// The event object (exposed for tests of its shape).
@@ -137,7 +148,7 @@ impl PodEvents {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &pod.namespace);
         let pod_id = format!("{}/{}", pod.namespace, pod.name);
         let reason = reason.to_owned();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let params = PostParams::default();
             match tokio::time::timeout(WRITE_TIMEOUT, api.create(&params, &event)).await {
                 Ok(Ok(_)) => tracing::debug!(pod = %pod_id, %reason, "event recorded"),

@@ -61,7 +61,9 @@ impl VolumeService {
             return Err(error);
         }
         let annotations = work.class.metadata.annotations.as_ref();
-        let saved = self.states.put(VolumeRecord {
+        // The record is kept in memory whatever the disk does; a journal that cannot be written
+        // is reported by the state store itself (gauge, /readyz) and written again later.
+        self.states.put(VolumeRecord {
             volume_id: work.req.volume_id.clone(),
             target_path: work.target.to_owned(),
             pod_namespace: work.context.pod_namespace.clone(),
@@ -75,19 +77,10 @@ impl VolumeService {
             refresh_stamp: annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned(),
             status_stale: status.is_err(),
         });
-        if first && let Err(error) = saved {
-            return Err(error.into());
-        }
-        let stale = match (status, saved) {
-            (Err(status), Err(saved)) => {
-                tracing::warn!(error = %saved, "volume state not recorded either");
-                Some(status)
-            }
-            (Err(status), Ok(())) => Some(status),
-            (Ok(()), Err(saved)) => Some(PublishError::SaveState(saved)),
-            (Ok(()), Ok(())) => None,
-        };
-        Ok(Filled { changed, stale })
+        Ok(Filled {
+            changed,
+            stale: status.err(),
+        })
     }
 
     /// A first publish: mounts a fresh tmpfs, or takes over the tmpfs `found` at the target
@@ -170,7 +163,7 @@ impl VolumeService {
                     %error,
                     changed,
                     class = %work.class_id,
-                    "files rotated, but the pod status or state record is stale; the next fetch writes it again"
+                    "files rotated, but the pod status is stale; the next fetch writes it again"
                 );
                 self.rotation_event(work, Ok(changed));
                 self.status_stale_event(work, changed, &error);

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::VolumeService;
 use super::blocking::off_runtime;
-use super::context::VolumeContext;
+use super::context::{RedactedContext, VolumeContext};
 use super::pod_status::{self, PodStatusInput};
 use super::service::{MIN_ROTATION_INTERVAL, REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::VolumeRecord;
@@ -34,8 +34,9 @@ pub enum AccessType {
     Block,
 }
 
-/// A publish call, as the CSI layer hands it over.
-#[derive(Debug, Clone)]
+/// A publish call, as the CSI layer hands it over. Its `Debug` hides the tokens in the volume
+/// context and the `secrets`.
+#[derive(Clone)]
 pub struct PublishRequest {
     pub volume_id: String,
     pub target_path: String,
@@ -43,6 +44,19 @@ pub struct PublishRequest {
     pub readonly: bool,
     pub volume_context: BTreeMap<String, String>,
     pub secrets: Redacted<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for PublishRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishRequest")
+            .field("volume_id", &self.volume_id)
+            .field("target_path", &self.target_path)
+            .field("access", &self.access)
+            .field("readonly", &self.readonly)
+            .field("volume_context", &RedactedContext(&self.volume_context))
+            .field("secrets", &self.secrets)
+            .finish()
+    }
 }
 
 /// What a successful publish did.

@@ -1,7 +1,6 @@
 //! Why a publish failed, and the metrics `error_type` of each cause.
 
 use super::context::ContextError;
-use super::state::StateError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
 use crate::fs::paths::PathError;
@@ -80,8 +79,6 @@ pub enum PublishError {
         #[source]
         source: crate::kube_errors::ApiError,
     },
-    #[error(transparent)]
-    SaveState(#[from] StateError),
     #[error("sync secretObjects of SecretProviderClass {class}: {source}")]
     SyncSecret {
         class: String,
@@ -115,7 +112,6 @@ impl PublishError {
             Self::Mount(MountError::Foreign { .. }) => "ForeignMount",
             Self::Mount(MountError::Io { .. }) => "FailedToMount",
             Self::UpdatePodStatus { .. } => "FailedToUpdatePodStatus",
-            Self::SaveState(_) => "FailedToSaveState",
             Self::SyncSecret { source, .. } => source.reason(),
         }
     }

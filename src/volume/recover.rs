@@ -34,17 +34,13 @@ impl VolumeService {
                 }
                 continue;
             }
-            match self.states.remove(&record.volume_id) {
-                Ok(()) => {
-                    found.dropped += 1;
-                    tracing::info!(
-                        volume.id = %record.volume_id,
-                        target = %record.target_path.display(),
-                        "target no longer mounted; record dropped"
-                    );
-                }
-                Err(error) => tracing::warn!(%error, "cannot drop a stale volume record"),
-            }
+            self.states.remove(&record.volume_id);
+            found.dropped += 1;
+            tracing::info!(
+                volume.id = %record.volume_id,
+                target = %record.target_path.display(),
+                "target no longer mounted; record dropped"
+            );
         }
         tracing::info!(
             kept = found.kept,

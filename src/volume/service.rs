@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::mount::KubeletRoot;
 use crate::provider::Providers;
 use crate::provider::access::OverridePolicy;
+use crate::shutdown::Background;
 use crate::sync::SecretSync;
 
 use super::events::PodEvents;
@@ -113,6 +114,13 @@ impl VolumeService {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(PublishError::ShuttingDown),
         }
+    }
+
+    /// Runs the service's background work (pod event writes) among `background`, which the
+    /// node joins at shutdown.
+    pub fn with_background(mut self, background: Background) -> Self {
+        self.events = self.events.map(|e| e.in_background(background));
+        self
     }
 
     /// Turns on the sync of `secretObjects` to Kubernetes Secrets.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -59,29 +60,82 @@ fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// All records, in memory and in the state directory's journal.
+///
+/// The journal never stops a publish: when it cannot be written (a full or read-only disk at
+/// start or later), the records are kept in memory, the node says so (a warning, `/readyz`'s
+/// text and the `keymount_state_journal_writable` gauge) and every later change, and the
+/// periodic [`VolumeStates::retry_journal`], tries to write it afresh from memory. What is lost
+/// while it cannot be written is only what a crash in that time forgets: the records of
+/// volumes mounted meanwhile (their next republish mounts afresh over the same target).
 #[derive(Debug)]
 pub struct VolumeStates {
     /// Held while a change is appended and applied, so the file and the map agree in order.
-    journal: Option<Mutex<Journal>>,
+    journal: Option<Mutex<Slot>>,
     records: RwLock<HashMap<String, Arc<VolumeRecord>>>,
+    /// False while the journal cannot be written.
+    writable: AtomicBool,
+}
+
+/// The journal of a state directory, when it can be written.
+#[derive(Debug)]
+struct Slot {
+    dir: PathBuf,
+    open: Option<Journal>,
+}
+
+/// Runs file work that can take a while (a rewrite of every record) without holding up the
+/// other tasks of the runtime worker it is called on: on the multi-threaded runtime, the
+/// worker's tasks move to another thread while `work` runs. Appends (one small write(2) into
+/// the page cache, no fsync) stay inline: a hop to the blocking pool would cost more than they
+/// do. Elsewhere (a current-thread runtime in tests, or no runtime) it runs inline.
+fn heavy<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
 }
 
 impl VolumeStates {
     /// Loads the records kept in `dir` (created if missing) and starts its journal afresh
-    /// from them. `None` keeps state in memory only.
+    /// from them. `None` keeps state in memory only. Unreadable lines are skipped; a journal
+    /// that cannot be written (a full disk) leaves the records in memory and is retried. Only
+    /// an error reading an existing journal stops the start (serving without the records
+    /// and then rewriting the journal would lose them).
     pub fn load(dir: Option<PathBuf>) -> Result<Self, StateError> {
         let Some(dir) = dir else {
             return Ok(Self {
                 journal: None,
                 records: RwLock::default(),
+                writable: AtomicBool::new(true),
             });
         };
-        std::fs::create_dir_all(&dir).map_err(at("create", &dir))?;
-        let records = journal::read_records(&dir).map_err(at("read", &dir))?;
-        let journal = Journal::create(&dir, records.values()).map_err(at("rewrite", &dir))?;
-        tracing::info!(volumes = records.len(), dir = %dir.display(), "volume state loaded");
+        let (records, open) = match std::fs::create_dir_all(&dir) {
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot create the volume state directory; serving with the volume state in memory, retried at every change");
+                (HashMap::new(), None)
+            }
+            Ok(()) => {
+                let read = journal::read_journal(&dir).map_err(at("read", &dir))?;
+                if read.skipped > 0 {
+                    tracing::warn!(dir = %dir.display(), skipped = read.skipped, "unreadable volume state lines skipped; the rewritten journal drops them");
+                }
+                let open = match heavy(|| Journal::create(&dir, read.records.values())) {
+                    Ok(journal) => Some(journal),
+                    Err(error) => {
+                        tracing::warn!(dir = %dir.display(), %error, "cannot write the volume state journal (disk full?); serving with the volume state in memory, retried at every change");
+                        None
+                    }
+                };
+                (read.records, open)
+            }
+        };
+        tracing::info!(volumes = records.len(), dir = %dir.display(), journal_writable = open.is_some(), "volume state loaded");
         Ok(Self {
-            journal: Some(Mutex::new(journal)),
+            writable: AtomicBool::new(open.is_some()),
+            journal: Some(Mutex::new(Slot { dir, open })),
             records: RwLock::new(records.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
         })
     }
@@ -106,8 +160,13 @@ impl VolumeStates {
         self.len() == 0
     }
 
-    /// Stores a record: appended to the journal first, then kept in memory.
-    pub fn put(&self, record: VolumeRecord) -> Result<(), StateError> {
+    /// False while the journal cannot be written (the records are in memory only).
+    pub fn journal_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
+    }
+
+    /// Stores a record: appended to the journal first (when it can be), then kept in memory.
+    pub fn put(&self, record: VolumeRecord) {
         let record = Arc::new(record);
         let kept = Arc::clone(&record);
         self.change(
@@ -115,43 +174,89 @@ impl VolumeStates {
             |records| {
                 records.insert(kept.volume_id.clone(), kept);
             },
-        )
+        );
     }
 
     /// Forgets a volume; one that is not known writes nothing.
-    pub fn remove(&self, volume_id: &str) -> Result<(), StateError> {
+    pub fn remove(&self, volume_id: &str) {
         if !self.read().contains_key(volume_id) {
-            return Ok(());
+            return;
         }
         self.change(
             |journal| journal.remove(volume_id),
             |records| {
                 records.remove(volume_id);
             },
-        )
+        );
+    }
+
+    /// Writes the journal afresh from memory if it could not be written before; true when it
+    /// is writable now. Called at every change and periodically by the node.
+    pub fn retry_journal(&self) -> bool {
+        let Some(slot) = &self.journal else {
+            return true;
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.open.is_none() {
+            let records = self.read();
+            self.reopen(&mut slot, &records);
+        }
+        slot.open.is_some()
     }
 
     /// Appends with `write` and applies `apply` under the journal lock; rewrites the journal
-    /// when dead lines pile up (a failed rewrite only warns: the change itself is written).
+    /// when dead lines pile up. A failed append or rewrite keeps the change in memory and
+    /// leaves the journal to be written afresh at the next change (see the type's docs).
     fn change(
         &self,
         write: impl FnOnce(&mut Journal) -> std::io::Result<()>,
         apply: impl FnOnce(&mut HashMap<String, Arc<VolumeRecord>>),
-    ) -> Result<(), StateError> {
-        let Some(journal) = &self.journal else {
+    ) {
+        let Some(slot) = &self.journal else {
             apply(&mut self.write());
-            return Ok(());
+            return;
         };
-        let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
-        write(&mut journal).map_err(at("write", journal.path()))?;
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let written = slot.open.as_mut().map(write);
         let mut records = self.write();
         apply(&mut records);
-        if journal.wants_rewrite(records.len())
-            && let Err(error) = journal.rewrite(records.values().map(Arc::as_ref))
-        {
-            tracing::warn!(path = %journal.path().display(), %error, "cannot rewrite the volume state journal");
+        match written {
+            None => self.reopen(&mut slot, &records),
+            Some(Err(error)) => {
+                let path = slot.dir.join(journal::JOURNAL_FILE);
+                tracing::warn!(path = %path.display(), %error, "cannot append to the volume state journal; the volume state is kept in memory and the journal retried");
+                slot.open = None;
+                self.writable.store(false, Ordering::Release);
+            }
+            Some(Ok(())) => {
+                let journal = slot.open.as_mut().expect("written, so open");
+                if journal.wants_rewrite(records.len())
+                    && let Err(error) = heavy(|| journal.rewrite(records.values().map(Arc::as_ref)))
+                {
+                    // The file is as it was: the change itself is written.
+                    tracing::warn!(path = %journal.path().display(), %error, "cannot rewrite the volume state journal");
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Tries to write the journal afresh from `records`.
+    fn reopen(&self, slot: &mut Slot, records: &HashMap<String, Arc<VolumeRecord>>) {
+        let made = heavy(|| {
+            std::fs::create_dir_all(&slot.dir)?;
+            Journal::create(&slot.dir, records.values().map(Arc::as_ref))
+        });
+        match made {
+            Ok(journal) => {
+                tracing::info!(path = %journal.path().display(), volumes = records.len(), "volume state journal written again");
+                slot.open = Some(journal);
+                self.writable.store(true, Ordering::Release);
+            }
+            Err(error) => {
+                tracing::debug!(dir = %slot.dir.display(), %error, "volume state journal still not writable");
+                self.writable.store(false, Ordering::Release);
+            }
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
@@ -164,90 +269,5 @@ impl VolumeStates {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: &str) -> VolumeRecord {
-        VolumeRecord {
-            volume_id: id.into(),
-            target_path: "/t".into(),
-            pod_namespace: "ns".into(),
-            pod_name: Some("p".into()),
-            pod_uid: None,
-            class: "c".into(),
-            provider: "vault".into(),
-            versions: vec![ObjectVersion {
-                id: "a".into(),
-                version: "1".into(),
-            }],
-            fetched_at: Utc::now(),
-            refresh_before: None,
-            refresh_stamp: None,
-            status_stale: false,
-        }
-    }
-
-    #[test]
-    fn records_survive_a_reload_and_removal_sticks() {
-        let dir = tempfile::tempdir().unwrap();
-        let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-        states.put(record("csi-1/../x")).unwrap();
-        states.put(record("csi-2")).unwrap();
-        states.remove("csi-2").unwrap();
-        states.remove("never-published").unwrap();
-
-        let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
-        assert_eq!(reloaded.len(), 1);
-        assert_eq!(
-            reloaded.get("csi-1/../x").unwrap(),
-            states.get("csi-1/../x").unwrap()
-        );
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            names,
-            [journal::JOURNAL_FILE],
-            "one file, inside the state dir"
-        );
-    }
-
-    #[test]
-    fn the_journal_is_rewritten_once_dead_lines_pile_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-        states.put(record("kept")).unwrap();
-        for n in 0..1000 {
-            states.put(record(&format!("v{n}"))).unwrap();
-            states.remove(&format!("v{n}")).unwrap();
-        }
-        let text = std::fs::read_to_string(dir.path().join(journal::JOURNAL_FILE)).unwrap();
-        let lines = text.lines().count();
-        assert!(lines <= 2 + 256 + 1, "{lines} lines for one live record");
-        let records = journal::read_records(dir.path()).unwrap();
-        assert_eq!(records.keys().collect::<Vec<_>>(), ["kept"]);
-    }
-
-    #[test]
-    fn a_line_cut_short_by_a_crash_is_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-        states.put(record("a")).unwrap();
-        states.put(record("b")).unwrap();
-        drop(states);
-        let path = dir.path().join(journal::JOURNAL_FILE);
-        let text = std::fs::read_to_string(&path).unwrap();
-        // The process died in the middle of appending b's removal.
-        std::fs::write(&path, format!("{text}{{\"remove\":\"b")).unwrap();
-
-        let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
-        assert_eq!(reloaded.len(), 2);
-        let rewritten = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            rewritten.lines().count(),
-            2,
-            "the torn line is gone: {rewritten}"
-        );
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -25,8 +25,6 @@ pub enum UnpublishError {
     BadTarget(#[from] TargetError),
     #[error(transparent)]
     Mount(#[from] MountError),
-    #[error(transparent)]
-    ForgetState(#[from] super::state::StateError),
 }
 
 impl VolumeService {
@@ -55,9 +53,7 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
         off_runtime(move || owned::unmount_and_remove(&target)).await?;
-        self.states.remove(&req.volume_id)?;
-        drop(_guard);
-        self.locks.forget(&req.volume_id);
+        self.states.remove(&req.volume_id);
         Ok(())
     }
 }
