@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use harness::mounts::mounts_under;
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 use tonic::Code;
 
@@ -35,15 +38,14 @@ impl Bed {
         NodeOptions {
             class_dir: Some(self.classes.clone()),
             provider_dir: Some(self.providers.clone()),
+            kubelet_root: Some(self.tmp.path().to_owned()),
             args: vec!["--tmpfs-size=1Mi".into(), "--provider-timeout=5s".into()],
             ..Default::default()
         }
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.tmp
-            .path()
-            .join(format!("pods/pod-{n}/volumes/kubernetes.io~csi/s/mount"))
+        kubelet_target(self.tmp.path(), &pod_uid(n), "s")
     }
 }
 

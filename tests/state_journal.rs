@@ -8,7 +8,10 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::node::{NodeOptions, NodeProcess, publish_request, unpublish_request, write_class};
+use harness::node::{
+    NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
+    write_class,
+};
 use harness::plugin::{FakePlugin, Reply};
 use tonic::Code;
 
@@ -38,6 +41,7 @@ impl Bed {
         NodeOptions {
             class_dir: Some(self.classes.clone()),
             provider_dir: Some(self.providers.clone()),
+            kubelet_root: Some(self.tmp.path().to_owned()),
             work_dir: Some(self.work.clone()),
             args: vec!["--tmpfs-size=1Mi".into()],
             ..Default::default()
@@ -45,9 +49,7 @@ impl Bed {
     }
 
     fn target(&self, n: usize) -> PathBuf {
-        self.tmp
-            .path()
-            .join(format!("pods/pod-{n}/volumes/kubernetes.io~csi/s/mount"))
+        kubelet_target(self.tmp.path(), &pod_uid(n), "s")
     }
 
     fn journal(&self) -> PathBuf {

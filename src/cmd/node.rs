@@ -18,7 +18,7 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::{PluginClients, PluginSettings};
-use crate::provider::version_key::VersionKey;
+use crate::provider::version_key::{KeyError, VersionKey};
 use crate::provider::{Providers, builtin};
 use crate::shutdown::Background;
 use crate::sync::SecretSync;
@@ -50,7 +50,17 @@ async fn version_key(
     Ok(match (&args.hmac_key_file, kube) {
         (Some(path), _) => VersionKey::from_file(path)?,
         (None, Some(client)) => VersionKey::from_secret(client, client.default_namespace()).await?,
-        (None, None) => VersionKey::from_state_dir(state_dir)?,
+        // Local mode. A state directory that cannot take the key (a full or read-only disk)
+        // must not stop the node, as the journal does not: a key for this process only, whose
+        // versions change at the next start (one extra pod-status write per volume then).
+        (None, None) => match VersionKey::from_state_dir(state_dir) {
+            Ok(key) => key,
+            Err(error @ KeyError::Create { .. }) => {
+                tracing::warn!(%error, "HMAC key of object versions not stored; using one for this process only");
+                VersionKey::ephemeral()
+            }
+            Err(error) => return Err(error.into()),
+        },
     })
 }
 
