@@ -5,7 +5,7 @@ use std::os::unix::fs::symlink;
 
 use tonic::Code;
 
-use crate::harness::mounts::mount_entry;
+use crate::harness::mounts::{mount_entry, mounts_under};
 use crate::harness::node::{
     NodeOptions, NodeProcess, kubelet_target, pod_uid, publish_request, unpublish_request,
     write_class,
@@ -167,6 +167,10 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
         .node_unpublish_volume(unpublish_request(&ok.volume_id, &ok_target))
         .await
         .unwrap();
+    client
+        .node_unpublish_volume(unpublish_request("vol-2", &objects_target))
+        .await
+        .unwrap();
     drop(client);
     drop(node);
 
@@ -214,4 +218,8 @@ async fn node_refuses_hostile_classes_and_pod_overrides_over_csi() {
         .await
         .unwrap();
     assert!(!node.logs().contains("tenant-secret-1"));
+    assert!(
+        mounts_under(layout.tmp.path()).is_empty(),
+        "every volume unpublished"
+    );
 }
