@@ -79,7 +79,8 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = keymount::mount::unmount(&self.0);
+        // Detached: a node being started by another test may hold a copy of a descriptor here.
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

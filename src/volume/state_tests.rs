@@ -64,7 +64,8 @@ impl TinyFs {
 
 impl Drop for TinyFs {
     fn drop(&mut self) {
-        let _ = mount::unmount(self.dir.path());
+        // Detached: a child being forked by another test may hold a copy of a descriptor here.
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
