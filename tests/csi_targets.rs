@@ -329,6 +329,73 @@ async fn a_foreign_tmpfs_is_taken_over_and_left_untouched_when_the_publish_fails
     assert!(!target.exists());
 }
 
+/// The migration case: a volume the upstream driver mounted, holding its provider's plain
+/// files (one with a name the new set uses), is taken over, its plain files replaced by the
+/// new set's links, and then rotated like any volume.
+#[tokio::test]
+async fn an_upstream_volume_with_plain_files_is_taken_over_and_rotated() {
+    let bed = Bed::new();
+    let plugin = FakePlugin::start(&bed.providers, "fake", Reply::files(&[("a", "new")])).await;
+    let node = NodeProcess::start(NodeOptions {
+        class_dir: Some(bed.classes.clone()),
+        provider_dir: Some(bed.providers.clone()),
+        kubelet_root: Some(bed.kubelet.clone()),
+        args: vec![
+            "--provider-timeout=5s".into(),
+            "--tmpfs-size=1Mi".into(),
+            "--enable-secret-rotation".into(),
+            "--rotation-poll-interval=1s".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let target = node.target(&pod_uid(1), "secrets");
+    std::fs::create_dir(&target).unwrap();
+    run("mount", &[&"-t", &"tmpfs", &"tmpfs", &target]);
+    std::fs::write(target.join("a"), "old").unwrap();
+    std::fs::write(target.join("upstream-only.txt"), "old").unwrap();
+    let outside = tree_outside(bed.root(), &target);
+
+    publish(&node, publish_request("v", &target, "db", "shop"))
+        .await
+        .unwrap();
+    let link = std::fs::read_link(target.join("a")).expect("a is now the writer's link");
+    assert_eq!(link, Path::new("..data/a"));
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "new");
+    assert!(
+        std::fs::symlink_metadata(target.join("upstream-only.txt")).is_err(),
+        "the upstream provider's stale file is gone"
+    );
+
+    plugin.set_reply(Reply::files(&[("a", "newer")]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    publish(&node, publish_request("v", &target, "db", "shop"))
+        .await
+        .unwrap();
+    assert_eq!(plugin.mount_calls(), 2, "rotated");
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "newer");
+    let names: BTreeSet<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "a, ..data and one generation: {names:?}");
+    assert_eq!(
+        mounts_under(&target).len(),
+        1,
+        "the same tmpfs, not stacked"
+    );
+    assert_eq!(
+        tree_outside(bed.root(), &target),
+        outside,
+        "nothing written or removed outside the target"
+    );
+
+    unpublish(&node, "v", &target.display().to_string())
+        .await
+        .unwrap();
+    assert!(mounts_under(bed.root()).is_empty());
+}
+
 #[tokio::test]
 async fn a_mount_that_is_not_a_whole_tmpfs_is_refused_and_never_touched() {
     let bed = Bed::new();
