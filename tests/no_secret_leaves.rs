@@ -50,18 +50,18 @@ struct Needles(Vec<(&'static str, String)>);
 
 impl Needles {
     fn add(&mut self, kind: &'static str, text: &str) {
-        assert!(text.len() >= 8, "a {kind} too short to search for");
+        assert!(text.len() >= 8, "{kind} too short to search for");
         self.0.push((kind, text.to_owned()));
     }
 
     /// A secret value, its base64 (a Secret's `data`, a logged API body), and every unkeyed
     /// SHA-256 of it.
     fn value(&mut self, value: &str) {
-        self.add("secret value", value);
+        self.add("a secret value", value);
         let b64 = base64::engine::general_purpose::STANDARD.encode(value);
-        self.add("secret value in base64", &b64);
+        self.add("a secret value in base64", &b64);
         for digest in unkeyed_digests(value, &format!("{APP}\n{OTHER}\n{NO_KEY}")) {
-            self.add("unkeyed SHA-256 of a secret value", &digest);
+            self.add("an unkeyed SHA-256 of a secret value", &digest);
         }
     }
 
@@ -85,10 +85,10 @@ impl Kubelet<'_> {
         if let Some(tokens) = req.volume_context.get(TOKENS_KEY) {
             match serde_json::from_str::<Value>(tokens) {
                 Ok(v) => self.needles.jwt(
-                    "ServiceAccount token",
+                    "a ServiceAccount token",
                     v["vault"]["token"].as_str().unwrap(),
                 ),
-                Err(_) => self.needles.add("malformed tokens JSON", tokens),
+                Err(_) => self.needles.add("the malformed tokens JSON", tokens),
             }
         }
         match self.csi.node_publish_volume(req).await {
@@ -209,10 +209,9 @@ async fn no_value_token_or_unkeyed_hash_in_logs_metrics_api_objects_journal_or_e
     assert_eq!(kubelet.send(req).await, Err(Code::InvalidArgument));
     let mut req = bed.publish(&stranger, "cut", "app");
     let token = bed.signer.token(&bed.ns, "web", "vault");
-    let cut = tokens_json("vault", &token);
-    req.volume_context
-        .insert(TOKENS_KEY.into(), cut[..cut.len() - 20].to_owned());
-    kubelet.needles.jwt("ServiceAccount token", &token);
+    let cut = format!(r#"{{"vault": {{"token": "{token}", "expirationTimestamp": "2099-"#);
+    req.volume_context.insert(TOKENS_KEY.into(), cut);
+    kubelet.needles.jwt("a ServiceAccount token", &token);
     assert_eq!(kubelet.send(req).await, Err(Code::InvalidArgument));
 
     // Publishes whose provider call fails: a key the secret lacks, a path the policy denies,
@@ -271,7 +270,7 @@ async fn no_value_token_or_unkeyed_hash_in_logs_metrics_api_objects_journal_or_e
         needles.value(v);
     }
     for token in &client_tokens {
-        needles.add("OpenBao client token", token);
+        needles.add("an OpenBao client token", token);
     }
     let kubeconfig = std::fs::read_to_string(bed.work.path().join("node.kubeconfig")).unwrap();
     let api_token = kubeconfig
@@ -279,7 +278,7 @@ async fn no_value_token_or_unkeyed_hash_in_logs_metrics_api_objects_journal_or_e
         .find_map(|l| l.trim().strip_prefix("token: "))
         .expect("the node's kubeconfig has a token");
     needles.jwt("the node's own API token", api_token);
-    needles.add("HMAC key of object versions", RESTRICTED_HMAC_KEY);
+    needles.add("the HMAC key of object versions", RESTRICTED_HMAC_KEY);
 
     let errors: String = kubelet
         .errors
@@ -306,7 +305,7 @@ async fn no_value_token_or_unkeyed_hash_in_logs_metrics_api_objects_journal_or_e
     let mut found: Vec<String> = Vec::new();
     for (artefact, text) in &artefacts {
         for (kind, needle) in &needles.0 {
-            let finding = format!("{artefact} contains a {kind}");
+            let finding = format!("found {kind} in {artefact}");
             if text.contains(needle.as_str()) && !found.contains(&finding) {
                 found.push(finding);
             }
