@@ -9,7 +9,6 @@ mod support;
 mod sync_support;
 mod vault_support;
 
-use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
 use keymount::class::crd::SecretProviderClassPodStatus;
 use keymount::provider::vault::params::parse_objects;
@@ -17,30 +16,10 @@ use keymount::provider::version_key::{SECRET_KEY, SECRET_NAME, VersionKey};
 use kube::Api;
 use serde_json::{Value, json};
 use sync_support::Bed;
+use vault_support::unkeyed_digests;
 
 const OBJECTS: &str = "- {objectName: pin, secretPath: secret/data/app, secretKey: pin}\n- {objectName: word, secretPath: secret/data/app, secretKey: word}";
 const VALUES: [&str; 2] = ["pin4711", "sunshine"];
-
-/// Every unkeyed digest of `value` that could stand in a version: SHA-256 of the value, and of
-/// each object's configuration followed by the value (the old version construction), in hex,
-/// base64 and base64url.
-fn unkeyed_digests(value: &str) -> Vec<String> {
-    let mut inputs = vec![value.as_bytes().to_vec()];
-    for object in parse_objects(OBJECTS).unwrap() {
-        let mut input = serde_json::to_vec(&object).unwrap();
-        input.extend_from_slice(value.as_bytes());
-        inputs.push(input);
-    }
-    let mut out = Vec::new();
-    for input in inputs {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-        let bytes = digest.as_ref();
-        out.push(hex::encode(bytes));
-        out.push(base64::engine::general_purpose::STANDARD.encode(bytes));
-        out.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-    }
-    out
-}
 
 async fn pod_status(bed: &Bed, pod: &str) -> Value {
     let api: Api<SecretProviderClassPodStatus> = Api::namespaced(bed.client.clone(), &bed.ns);
@@ -92,7 +71,7 @@ async fn versions_in_pod_status_and_journal_are_keyed_and_stable_across_restarts
             !text.contains(value),
             "a value reached the API or the journal"
         );
-        for digest in unkeyed_digests(value) {
+        for digest in unkeyed_digests(value, OBJECTS) {
             assert!(
                 !text.contains(&digest),
                 "an unkeyed SHA-256 of {value:?} is readable: {digest}"

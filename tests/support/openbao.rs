@@ -1,7 +1,9 @@
 //! A real OpenBao dev server per test (`bao server -dev`), killed when dropped.
 //!
 //! Root token `root`. Every instance writes a file audit log (declared in a config file, as
-//! OpenBao allows no audit devices through the API), so tests can count requests at the server.
+//! OpenBao allows no audit devices through the API), so tests can count requests at the server
+//! and read the client tokens it issued. The log is raw (`log_raw`): a test server's secrets
+//! are the tests' to see.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,7 +52,7 @@ impl OpenBao {
         std::fs::write(
             &config,
             format!(
-                "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{}\"\n    log_raw = \"true\"\n  }}\n}}\n",
                 audit_log.display()
             ),
         )
@@ -322,7 +324,7 @@ impl OpenBao {
         .await;
     }
 
-    /// The file audit log (JSON lines; secrets appear HMAC-ed).
+    /// The file audit log (JSON lines, raw: secrets and tokens appear as they are).
     pub fn audit_log_path(&self) -> &Path {
         &self.audit_log
     }
@@ -367,5 +369,30 @@ impl OpenBao {
     /// Logins at `auth/<mount>/login`.
     pub fn count_logins(&self, mount: &str) -> usize {
         self.count_requests(&format!("auth/{mount}/login"))
+    }
+
+    /// Every client token this server issued at a login (`auth/<mount>/login`) so far, from
+    /// the audit log.
+    pub fn client_tokens(&self) -> Vec<String> {
+        let mut tokens: Vec<String> = std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["type"] == "response"
+                    && v["request"]["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("/login"))
+            })
+            .filter_map(|v| {
+                v["response"]["auth"]["client_token"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        tokens.sort();
+        tokens.dedup();
+        tokens
     }
 }

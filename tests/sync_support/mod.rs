@@ -84,6 +84,9 @@ impl Drop for Bed {
     }
 }
 
+/// The HMAC key of object versions `restricted_node` gives the node (in a file).
+pub const RESTRICTED_HMAC_KEY: &str = "restricted-node-test-hmac-key-0123456789";
+
 /// Vault paths the `web` role may read.
 pub const PATHS: &[&str] = &["secret/data/*", "kv/*"];
 
@@ -310,15 +313,24 @@ impl Bed {
     /// the HMAC key of object versions from a file (that ServiceAccount may not read Secrets
     /// outside this namespace, where the node would otherwise keep its key).
     pub async fn restricted_node(&self, args: &[&str]) -> NodeProcess {
+        self.restricted_node_with(args, &[]).await
+    }
+
+    /// `restricted_node` with extra environment (e.g. `RUST_LOG`).
+    pub async fn restricted_node_with(&self, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
         let kubeconfig = self.restricted_kubeconfig().await;
         let key = self.work.path().join("hmac.key");
-        std::fs::write(&key, "restricted-node-test-hmac-key-0123456789").unwrap();
+        std::fs::write(&key, RESTRICTED_HMAC_KEY).unwrap();
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.push(format!("--hmac-key-file={}", key.display()));
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(kubeconfig),
             kubelet_root: Some(self.work.path().to_owned()),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         })
         .await

@@ -188,5 +188,26 @@ pub fn tokens_json(audience: &str, token: &str) -> String {
     json!({ audience: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"} }).to_string()
 }
 
+/// Every unkeyed digest of `value` that could stand in an object version: SHA-256 of the
+/// value, and of each of `objects`' configuration followed by the value (the construction
+/// versions used before they were keyed), in hex, base64 and base64url.
+pub fn unkeyed_digests(value: &str, objects: &str) -> Vec<String> {
+    let mut inputs = vec![value.as_bytes().to_vec()];
+    for object in keymount::provider::vault::params::parse_objects(objects).unwrap() {
+        let mut input = serde_json::to_vec(&object).unwrap();
+        input.extend_from_slice(value.as_bytes());
+        inputs.push(input);
+    }
+    let mut out = Vec::new();
+    for input in inputs {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let bytes = digest.as_ref();
+        out.push(hex::encode(bytes));
+        out.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        out.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    }
+    out
+}
+
 #[allow(unused_imports)]
 pub use crate::support::mount_input::{input, mode, text};
