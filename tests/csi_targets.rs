@@ -396,6 +396,63 @@ async fn an_upstream_volume_with_plain_files_is_taken_over_and_rotated() {
     assert!(mounts_under(bed.root()).is_empty());
 }
 
+/// A republish of a recorded volume skips the mount table only while the target is still the
+/// very tmpfs keymount filled: the same mounts replaced behind keymount's back (another
+/// tmpfs bind-mounted from elsewhere, a ramfs, a read-only tmpfs) are refused as on a first
+/// publish, and never written into.
+#[tokio::test]
+async fn a_recorded_volume_whose_tmpfs_was_replaced_is_refused_at_republish() {
+    let bed = Bed::new();
+    let plugin = FakePlugin::start(&bed.providers, "fake", Reply::files(&[("a", "x")])).await;
+    let node = NodeProcess::start(NodeOptions {
+        class_dir: Some(bed.classes.clone()),
+        provider_dir: Some(bed.providers.clone()),
+        kubelet_root: Some(bed.kubelet.clone()),
+        args: vec![
+            "--provider-timeout=5s".into(),
+            "--tmpfs-size=1Mi".into(),
+            "--enable-secret-rotation".into(),
+            "--rotation-poll-interval=1s".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let shm = bed.root().join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    run("mount", &[&"-t", &"tmpfs", &"tmpfs", &shm]);
+
+    type Setup = fn(&Path, &Path, &Path);
+    let cases: [(&str, Setup); 3] = [
+        ("bind mount of a tmpfs directory", bind_tmpfs_directory),
+        ("ramfs", ramfs),
+        ("read-only tmpfs", read_only_tmpfs),
+    ];
+    for (n, (name, setup)) in cases.into_iter().enumerate() {
+        let target = node.target(&pod_uid(n), "secrets");
+        let id = format!("v{n}");
+        publish(&node, publish_request(&id, &target, "db", "shop"))
+            .await
+            .unwrap();
+        let calls = plugin.mount_calls();
+        // keymount's tmpfs goes, another mount takes its place.
+        run("umount", &[&target]);
+        setup(bed.root(), &shm, &target);
+        let entry = mount_entry(&target).unwrap();
+        let before = tree(&target);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+
+        let err = publish(&node, publish_request(&id, &target, "db", "shop"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err:?}");
+        assert_eq!(mount_entry(&target), Some(entry), "{name}: still mounted");
+        assert_eq!(tree(&target), before, "{name}: nothing written");
+        assert_eq!(plugin.mount_calls(), calls, "{name}: no provider asked");
+        run("umount", &[&target]);
+    }
+    run("umount", &[&shm]);
+}
+
 #[tokio::test]
 async fn a_mount_that_is_not_a_whole_tmpfs_is_refused_and_never_touched() {
     let bed = Bed::new();

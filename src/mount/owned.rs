@@ -79,6 +79,47 @@ pub fn inspect(target: &Target) -> Result<Found, MountError> {
     }
 }
 
+/// [`inspect`] for a target keymount holds a record of (a republish): when the pinned target
+/// is still the root of a read-write tmpfs with the device number keymount recorded when it
+/// filled it, it is that same tmpfs, and the mount table, whose size grows with every mount on
+/// the node, is not read. Anything else (not a mount point any more, another filesystem or
+/// device, read-only) goes through [`inspect`].
+pub fn inspect_recorded(target: &Target, device: u64) -> Result<Found, MountError> {
+    let Some(open) = target.open()? else {
+        return Ok(Found::Absent);
+    };
+    match still_a_tmpfs(&open, device) {
+        Ok(Some(hardened)) => Ok(Found::Tmpfs {
+            target: open,
+            hardened,
+        }),
+        Ok(None) | Err(_) => inspect(target),
+    }
+}
+
+/// `Some(hardened)` when the pinned target is the root of a read-write tmpfs on `device`.
+fn still_a_tmpfs(open: &OpenTarget, device: u64) -> io::Result<Option<bool>> {
+    use nix::sys::statfs::{TMPFS_MAGIC, fstatfs};
+    use nix::sys::statvfs::{FsFlags, fstatvfs};
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = open.open_dir()?;
+    let here = dir.metadata()?.dev();
+    if here != device || here == open.parent_metadata()?.dev() {
+        return Ok(None);
+    }
+    if fstatfs(&dir)?.filesystem_type() != TMPFS_MAGIC {
+        return Ok(None);
+    }
+    let flags = fstatvfs(&dir)?.flags();
+    if flags.contains(FsFlags::ST_RDONLY) {
+        return Ok(None);
+    }
+    Ok(Some(flags.contains(
+        FsFlags::ST_NODEV | FsFlags::ST_NOSUID | FsFlags::ST_NOEXEC,
+    )))
+}
+
 /// Makes the target directory (and kubelet's missing parents) and mounts a fresh tmpfs on it;
 /// a failed mount removes the target directory again.
 pub fn mount_fresh(target: &Target, size: Option<u64>) -> Result<OpenTarget, MountError> {

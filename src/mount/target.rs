@@ -319,6 +319,11 @@ impl OpenTarget {
     pub fn open_dir(&self) -> io::Result<File> {
         open_dir_nofollow(&self.via_fd())
     }
+
+    /// The metadata of the pinned parent directory (the volume's directory).
+    pub fn parent_metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.parent.metadata()
+    }
 }
 
 #[cfg(test)]

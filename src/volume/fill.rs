@@ -76,6 +76,9 @@ impl VolumeService {
             refresh_before: output.refresh_before,
             refresh_stamp: annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned(),
             status_stale: status.is_err(),
+            device: std::fs::symlink_metadata(work.target)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m)),
         });
         Ok(Filled {
             changed,

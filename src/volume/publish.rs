@@ -152,9 +152,20 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| PublishError::Busy(req.volume_id.clone()))?;
 
-        // What is at the target decides: a mount keymount may not take is refused here.
+        // What is at the target decides: a mount keymount may not take is refused here. A
+        // volume keymount recorded at this target (a republish) is checked without reading the
+        // whole mount table while it is still a read-write tmpfs.
         let target = v.target.clone();
-        let found = off_runtime(move || owned::inspect(&target)).await?;
+        let known = self
+            .states
+            .get(&req.volume_id)
+            .filter(|r| r.target_path == v.target.path())
+            .and_then(|r| r.device);
+        let found = off_runtime(move || match known {
+            Some(device) => owned::inspect_recorded(&target, device),
+            None => owned::inspect(&target),
+        })
+        .await?;
         let mounted = matches!(found, Found::Tmpfs { .. });
         let record = self.states.get(&req.volume_id).filter(|_| mounted);
         if let Some(record) = &record {

@@ -39,6 +39,10 @@ pub struct VolumeRecord {
     /// republish fetches and writes it again, even if the content did not change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub status_stale: bool,
+    /// The device number of the volume's tmpfs when it was filled: a republish that finds the
+    /// same tmpfs at the target need not read the node's whole mount table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u64>,
 }
 
 /// Failure to persist or read a record.

@@ -21,6 +21,7 @@ fn record(id: &str) -> VolumeRecord {
         refresh_before: None,
         refresh_stamp: None,
         status_stale: false,
+        device: None,
     }
 }
 
