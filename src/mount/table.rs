@@ -40,9 +40,24 @@ pub enum AtPath {
 /// The top mount at exactly `point` (a path as the mount table shows it, symlinks resolved)
 /// and what keymount may do with it. `pods` is the kubelet's pods directory, resolved.
 pub fn at_path(point: &Path, pods: &Path) -> io::Result<AtPath> {
-    let table = std::fs::read_to_string(MOUNTINFO)?;
-    let entries: Vec<Entry> = table.lines().filter_map(parse_line).collect();
+    use std::io::BufRead;
+    let table = io::BufReader::new(std::fs::File::open(MOUNTINFO)?);
+    let mut entries = Vec::new();
+    for line in table.lines() {
+        if let Some(entry) = relevant(&line?, point, pods) {
+            entries.push(entry);
+        }
+    }
     Ok(classify(&entries, point, pods))
+}
+
+/// What [`classify`] needs of one line: the mounts at `point`, and the mounts outside the
+/// pods directory (the host's own, a few dozen). The volumes' mounts, as many as the node
+/// has pods, are dropped as they are read, so concurrent publishes on a busy node do not
+/// each hold a copy of the whole table.
+fn relevant(line: &str, point: &Path, pods: &Path) -> Option<Entry> {
+    let entry = parse_line(line)?;
+    (entry.point == point || !entry.point.starts_with(pods)).then_some(entry)
 }
 
 fn classify(entries: &[Entry], point: &Path, pods: &Path) -> AtPath {
@@ -127,7 +142,10 @@ mod tests {
     const T: &str = "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/s/mount";
 
     fn table(lines: &[&str]) -> Vec<Entry> {
-        lines.iter().map(|l| parse_line(l).unwrap()).collect()
+        lines
+            .iter()
+            .filter_map(|l| relevant(l, Path::new(T), Path::new(PODS)))
+            .collect()
     }
 
     fn at(lines: &[&str]) -> AtPath {
