@@ -138,14 +138,9 @@ async fn store_bodies_never_reach_errors_or_logs() {
     );
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logged.contains("mount failed"), "logs were captured");
-    for secret in [
-        "1111",
-        "2222",
-        "3333",
-        "4444",
-        "5555",
-        "hvs.fake-store-token",
-    ] {
+    // Every body above holds `s3cr3t`, which nothing else of this binary logs (short digit
+    // runs would also match ports and timestamps of the other tests' lines).
+    for secret in ["s3cr3t", "hvs.fake-store-token"] {
         for (n, message) in messages.iter().enumerate() {
             assert!(
                 !message.contains(secret),
