@@ -79,9 +79,7 @@ async fn retry_journal(volumes: Arc<VolumeService>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                if !volumes.states().journal_writable() {
-                    volumes.states().retry_journal();
-                }
+                volumes.states().retry_journal();
             }
         }
     }

@@ -144,7 +144,10 @@ pub fn undo_fresh(target: &Target) -> Result<(), MountError> {
     if let Found::Tmpfs { target: open, .. } = inspect(target)? {
         linux::unmount(&open.via_fd()).map_err(MountError::io("unmount", target))?;
     }
-    remove_empty(target)
+    match inspect(target)? {
+        Found::Directory(open) => remove_empty(target, &open),
+        Found::Absent | Found::Tmpfs { .. } => Ok(()),
+    }
 }
 
 /// Sets nodev, nosuid and noexec on a tmpfs keymount took over.
@@ -159,7 +162,7 @@ pub fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
     for _ in 0..MAX_LAYERS {
         match inspect(target)? {
             Found::Absent => return Ok(()),
-            Found::Directory(_) => return remove_empty(target),
+            Found::Directory(open) => return remove_empty(target, &open),
             Found::Tmpfs { target: open, .. } => {
                 // UMOUNT_NOFOLLOW, from the pinned parent: exactly the mount inspected.
                 linux::unmount(&open.via_fd()).map_err(MountError::io("unmount", target))?;
@@ -173,12 +176,9 @@ pub fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
     })
 }
 
-/// Removes the target directory if it is empty and nothing is mounted there (rmdir, never
-/// recursive, never through a symlink).
-fn remove_empty(target: &Target) -> Result<(), MountError> {
-    let Found::Directory(open) = inspect(target)? else {
-        return Ok(());
-    };
+/// Removes the target directory, just found with nothing mounted on it, if it is empty
+/// (rmdir, never recursive, never through a symlink).
+fn remove_empty(target: &Target, open: &OpenTarget) -> Result<(), MountError> {
     match std::fs::remove_dir(open.via_fd()) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(MountError::Io {
             action: "remove",

@@ -158,16 +158,7 @@ fn is_pod_uid(uid: &str) -> bool {
 /// A volume name as kubelet names CSI volume directories: the pod's volume name (a DNS-1123
 /// label) or a PersistentVolume's name (a DNS-1123 subdomain).
 fn is_volume_name(name: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=253).contains(&name.len())
-        && name.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= 63
-                && alnum(bytes[0])
-                && alnum(bytes[bytes.len() - 1])
-                && bytes.iter().all(|&b| alnum(b) || b == b'-')
-        })
+    crate::names::subdomain("volume name", name).is_ok()
 }
 
 /// A target path of the right shape (not yet checked on disk).

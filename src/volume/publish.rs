@@ -156,9 +156,9 @@ impl VolumeService {
         // volume keymount recorded at this target (a republish) is checked without reading the
         // whole mount table while it is still a read-write tmpfs.
         let target = v.target.clone();
-        let known = self
-            .states
-            .get(&req.volume_id)
+        let record = self.states.get(&req.volume_id);
+        let known = record
+            .as_ref()
             .filter(|r| r.target_path == v.target.path())
             .and_then(|r| r.device);
         let found = off_runtime(move || match known {
@@ -167,7 +167,7 @@ impl VolumeService {
         })
         .await?;
         let mounted = matches!(found, Found::Tmpfs { .. });
-        let record = self.states.get(&req.volume_id).filter(|_| mounted);
+        let record = record.filter(|_| mounted);
         if let Some(record) = &record {
             *provider_name = record.provider.clone();
             if self.config.rotation_interval.is_none() {

@@ -7,7 +7,7 @@
 
 use super::VolumeService;
 use crate::fs::atomic_writer;
-use crate::mount;
+use crate::mount::{Found, MountError, owned};
 
 /// What start-up found in the state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,23 +23,41 @@ impl VolumeService {
     pub fn recover(&self) -> Recovered {
         let mut found = Recovered::default();
         for record in self.states.all() {
-            let mounted = mount::is_mount_point(&record.target_path).unwrap_or_else(|error| {
-                tracing::warn!(volume.id = %record.volume_id, %error, "cannot check mount; keeping the record");
-                true
-            });
-            if mounted {
-                found.kept += 1;
-                if let Err(error) = atomic_writer::repair(&record.target_path) {
-                    tracing::warn!(volume.id = %record.volume_id, %error, "cannot repair the volume's layout; the next write will");
+            // The same check a publish makes: the target in kubelet's layout, no symlink, and
+            // still keymount's tmpfs (by its recorded device, else by the mount table).
+            let inspected = self
+                .config
+                .kubelet_root
+                .parse(&record.target_path.to_string_lossy())
+                .map_err(MountError::from)
+                .and_then(|target| match record.device {
+                    Some(device) => owned::inspect_recorded(&target, device),
+                    None => owned::inspect(&target),
+                });
+            let why = match inspected {
+                Ok(Found::Tmpfs { target: open, .. }) => {
+                    found.kept += 1;
+                    if let Err(error) = atomic_writer::repair(&open.via_fd()) {
+                        tracing::warn!(volume.id = %record.volume_id, %error, "cannot repair the volume's layout; the next write will");
+                    }
+                    continue;
                 }
-                continue;
-            }
+                Ok(Found::Absent | Found::Directory(_)) => "target no longer mounted".to_owned(),
+                Err(error @ (MountError::Target(_) | MountError::Foreign { .. })) => {
+                    format!("target is not keymount's: {error}")
+                }
+                Err(error) => {
+                    tracing::warn!(volume.id = %record.volume_id, %error, "cannot check the target; keeping the record");
+                    found.kept += 1;
+                    continue;
+                }
+            };
             self.states.remove(&record.volume_id);
             found.dropped += 1;
             tracing::info!(
                 volume.id = %record.volume_id,
                 target = %record.target_path.display(),
-                "target no longer mounted; record dropped"
+                "{why}; record dropped"
             );
         }
         tracing::info!(

@@ -52,7 +52,8 @@ impl OverridePolicy {
     }
 
     /// Refuses the first volume attribute that names one of `class_only` with a value other
-    /// than the class's (or the node default's, when the class sets none), unless allowed.
+    /// than the class's (a parameter the class leaves unset may not be set either), unless
+    /// allowed.
     pub fn check(
         &self,
         provider: &str,

@@ -42,9 +42,6 @@ pub struct VaultResponse {
 /// HTTP clients kept, one per TLS settings and transport; the least recently used goes first.
 pub const CLIENT_CACHE_SIZE: usize = 16;
 
-/// Largest response body read by default (the default of `--max-call-recv-msg-size`).
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
 /// What one HTTP client is built for: the unix socket (if any), the TLS settings, and
 /// whether the address came from a class (checked resolver).
 type ClientKey = (String, TlsSettings, bool);

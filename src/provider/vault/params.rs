@@ -212,8 +212,9 @@ impl MountParameters {
             .map_err(|e| invalid("parameters", e.to_string()))?;
 
         let role = non_empty(raw.role_name).ok_or_else(|| invalid("roleName", "is required"))?;
-        let from_class = non_empty(raw.address.clone()).is_some();
-        let address = non_empty(raw.address)
+        let class_address = non_empty(raw.address);
+        let from_class = class_address.is_some();
+        let address = class_address
             .or_else(|| defaults.vault_addr.clone())
             .ok_or_else(|| {
                 invalid(
@@ -274,15 +275,25 @@ impl MountParameters {
             server_name: non_empty(raw.tls_server_name)
                 .or_else(|| defaults.vault_tls_server_name.clone()),
             skip_verify,
+            // The admin's client identity goes only to the admin's address: a class that names
+            // its own store gets no client certificate unless it names one itself.
             client_cert: file(
                 "vaultTLSClientCertPath",
                 raw.client_cert_path,
-                &defaults.vault_tls_client_cert,
+                if from_class {
+                    &None
+                } else {
+                    &defaults.vault_tls_client_cert
+                },
             ),
             client_key: file(
                 "vaultTLSClientKeyPath",
                 raw.client_key_path,
-                &defaults.vault_tls_client_key,
+                if from_class {
+                    &None
+                } else {
+                    &defaults.vault_tls_client_key
+                },
             ),
         };
         if tls.client_cert.is_some() != tls.client_key.is_some() {

@@ -107,3 +107,28 @@ fn file_permissions_read_like_go() {
     assert_eq!(m("0999"), None);
     assert_eq!(FilePermission::Number(0o7777).mode(), None);
 }
+
+#[test]
+fn the_admins_client_certificate_goes_only_to_the_admins_address() {
+    let d = defaults(&[
+        "--vault-addr=https://vault.internal:8200",
+        "--vault-tls-client-cert=/etc/keymount/client.crt",
+        "--vault-tls-client-key=/etc/keymount/client.key",
+    ]);
+    let base = [
+        ("roleName", "app"),
+        ("objects", OBJECTS),
+        ("csi.storage.k8s.io/pod.namespace", "shop"),
+    ];
+    let admins = MountParameters::parse(&attrs(&base), &d, &Access::default()).unwrap();
+    assert!(admins.connection.tls.client_cert.is_some());
+    assert!(admins.connection.tls.client_key.is_some());
+
+    let mut own = base.to_vec();
+    own.push(("vaultAddress", "https://vault.example:8200"));
+    let class = MountParameters::parse(&attrs(&own), &d, &Access::default()).unwrap();
+    assert!(
+        class.connection.tls.client_cert.is_none() && class.connection.tls.client_key.is_none(),
+        "a class-named store never sees the node's client identity"
+    );
+}
