@@ -116,6 +116,12 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// How long a SecretProviderClass or ServiceAccount read from the API server is reused
+    /// before the next volume that needs it reads it again (`0s`: share only concurrent reads).
+    /// A node reads only what its own pods use; no cluster-wide watch.
+    #[arg(long, env = "KEYMOUNT_API_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub api_cache_ttl: Duration,
+
     /// Fetch again on kubelet's periodic republish (needs `requiresRepublish: true`).
     #[arg(long, env = "KEYMOUNT_ENABLE_SECRET_ROTATION", default_value_t = false)]
     pub enable_secret_rotation: bool,

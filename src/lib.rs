@@ -18,4 +18,5 @@ pub mod redact;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod ttl_cache;
 pub mod volume;

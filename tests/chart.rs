@@ -179,6 +179,7 @@ fn bad_values_are_refused_naming_the_key() {
             json!({"rotationPollInterval": "2 minutes"}),
             "/rotationPollInterval",
         ),
+        (json!({"apiCacheTTL": "soon"}), "/apiCacheTTL"),
         (
             json!({"linux": {"kubeletRootDir": "var/lib/kubelet"}}),
             "/linux/kubeletRootDir",

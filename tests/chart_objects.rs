@@ -258,6 +258,7 @@ fn the_daemonset_passes_only_flags_keymount_node_knows() {
     for flag in [
         "--enable-secret-rotation",
         "--rotation-poll-interval=30s",
+        "--api-cache-ttl=10s",
         "--log-format=json",
     ] {
         assert!(a.contains(&flag), "{flag} missing from {a:?}");

@@ -147,7 +147,7 @@ async fn classes_come_from_the_api_and_the_pod_status_is_recorded_there() {
         "objects sorted by id"
     );
 
-    // A class created after the node started is seen through the watch.
+    // A class created after the node started is found (a miss is never kept).
     create_class(kube, &ns, "late", "fake").await;
     let late_target = pods.join(format!("{pod_uid}/volumes/kubernetes.io~csi/late/mount"));
     let mut published = false;

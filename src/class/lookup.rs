@@ -1,20 +1,16 @@
-//! Finding the SecretProviderClass of a volume: from a watch-backed cache of the API server,
-//! or, in local mode, from manifests in a directory (`directory.rs`).
+//! Finding the SecretProviderClass of a volume: read from the API server on demand and kept a
+//! short while, or, in local mode, from manifests in a directory (`directory.rs`).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio_util::sync::CancellationToken;
 
 use super::SecretProviderClass;
-use crate::shutdown::Background;
+use crate::ttl_cache::TtlCache;
 
 /// Why a class could not be found.
 #[derive(Debug, thiserror::Error)]
@@ -65,74 +61,44 @@ pub trait ClassSource: Send + Sync + fmt::Debug {
     fn is_synced(&self) -> bool;
 }
 
-/// A reflector over all SecretProviderClasses of the cluster. A cache hit costs no API call;
-/// a miss (e.g. a class created a moment ago) is confirmed with one GET.
-#[derive(Clone)]
-pub struct WatchedClasses {
-    store: Store<SecretProviderClass>,
+/// SecretProviderClasses read from the API server when a volume needs one: one GET per class
+/// and `ttl`, shared by the publishes that ask at the same time, so a node holds only the
+/// classes its own pods used lately, however many the cluster has.
+pub struct ApiClasses {
     client: Client,
-    synced: Arc<AtomicBool>,
+    cache: TtlCache<(String, String), Arc<SecretProviderClass>>,
 }
 
-impl fmt::Debug for WatchedClasses {
+impl fmt::Debug for ApiClasses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatchedClasses")
-            .field("cached", &self.store.len())
-            .field("synced", &self.is_synced())
+        f.debug_struct("ApiClasses")
+            .field("cache", &self.cache)
             .finish()
     }
 }
 
-impl WatchedClasses {
-    /// Starts the watch among `background`; it runs until `cancel` fires.
-    pub fn start(client: Client, cancel: CancellationToken, background: &Background) -> Self {
-        let api: Api<SecretProviderClass> = Api::all(client.clone());
-        let (store, writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .applied_objects();
-        let ready_store = store.clone();
-        let ready_flag = synced.clone();
-        background.spawn(async move {
-            let watch = stream.for_each(|event| async move {
-                if let Err(error) = event {
-                    let error = crate::kube_errors::describe_watch(&error);
-                    tracing::warn!(%error, "SecretProviderClass watch error; retrying");
-                }
-            });
-            let ready = async {
-                if ready_store.wait_until_ready().await.is_ok() {
-                    ready_flag.store(true, Ordering::Release);
-                    tracing::info!("SecretProviderClass cache synced");
-                }
-                std::future::pending::<()>().await
-            };
-            tokio::select! {
-                () = watch => {}
-                () = ready => {}
-                () = cancel.cancelled() => {}
-            }
-        });
+/// Classes a node keeps at most; a node has at most a few hundred volumes.
+const CACHED_CLASSES: usize = 512;
+
+impl ApiClasses {
+    /// Reads through `client`, reusing a class for `ttl`.
+    pub fn new(client: Client, ttl: Duration) -> Self {
         Self {
-            store,
             client,
-            synced,
+            cache: TtlCache::new(ttl, CACHED_CLASSES),
         }
     }
-}
 
-#[async_trait]
-impl ClassSource for WatchedClasses {
-    async fn get(
+    /// Classes held now (for tests and benchmarks).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    async fn read(
         &self,
         namespace: &str,
         name: &str,
     ) -> Result<Arc<SecretProviderClass>, LookupError> {
-        let key = ObjectRef::new(name).within(namespace);
-        if let Some(class) = self.store.get(&key) {
-            return Ok(class);
-        }
         let api: Api<SecretProviderClass> = Api::namespaced(self.client.clone(), namespace);
         match api.get_opt(name).await {
             Ok(Some(class)) => Ok(Arc::new(class)),
@@ -147,8 +113,23 @@ impl ClassSource for WatchedClasses {
             }),
         }
     }
+}
 
+#[async_trait]
+impl ClassSource for ApiClasses {
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<SecretProviderClass>, LookupError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.cache
+            .get_or_fetch(&key, || self.read(namespace, name))
+            .await
+    }
+
+    /// Nothing to sync: a class is read when a volume needs it.
     fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        true
     }
 }

@@ -10,4 +10,4 @@ pub use crd::{
     SecretProviderClassSpec,
 };
 pub use directory::DirectoryClasses;
-pub use lookup::{ClassSource, LookupError, WatchedClasses};
+pub use lookup::{ApiClasses, ClassSource, LookupError};

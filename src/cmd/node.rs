@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::class::{ClassSource, DirectoryClasses, WatchedClasses};
+use crate::class::{ApiClasses, ClassSource, DirectoryClasses};
 use crate::cli::NodeArgs;
 use crate::csi::server::{self, SocketId};
 use crate::csi::{IdentityService, NodeService};
@@ -99,8 +99,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => {
             let client = kube_client(args.kubeconfig.as_ref()).await?;
-            let watched = WatchedClasses::start(client.clone(), shutdown.clone(), &background);
-            (Arc::new(watched), Some(client))
+            let classes = ApiClasses::new(client.clone(), args.api_cache_ttl);
+            (Arc::new(classes), Some(client))
         }
     };
 

@@ -41,11 +41,10 @@ pub fn register(
             "aws" => {
                 providers = providers.with_builtin(
                     "aws",
-                    std::sync::Arc::new(super::aws::AwsProvider::new(
-                        args.aws.clone(),
-                        kube.clone(),
-                        &args.node_id,
-                    )),
+                    std::sync::Arc::new(
+                        super::aws::AwsProvider::new(args.aws.clone(), kube.clone(), &args.node_id)
+                            .with_lookup_ttl(args.api_cache_ttl),
+                    ),
                 );
             }
             other => tracing::warn!(

@@ -145,6 +145,7 @@ pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
             serde_json::json!({
                 "enableSecretRotation": true,
                 "rotationPollInterval": "30s",
+                "apiCacheTTL": "10s",
                 "logFormatJSON": true,
                 "tokenRequests": [{"audience": "api://custom", "expirationSeconds": 3600}, {"audience": "vault"}],
             }),

@@ -135,6 +135,15 @@ impl NodeProcess {
             // unless the admin allows it.
             cmd.arg("--allowed-store-addresses=127.0.0.1");
         }
+        if !options
+            .args
+            .iter()
+            .any(|a| a.starts_with("--api-cache-ttl"))
+        {
+            // Tests edit classes and expect the next republish to see the edit within a few
+            // seconds; tests/api_lookups.rs checks the default's caching.
+            cmd.arg("--api-cache-ttl=1s");
+        }
         cmd.args(&options.args);
         for (k, v) in &options.env {
             cmd.env(k, v);

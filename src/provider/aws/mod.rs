@@ -110,6 +110,10 @@ impl Default for AwsArgs {
     }
 }
 
+/// How long a ServiceAccount's role or the node's region is reused by default (as the node's
+/// `--api-cache-ttl`).
+pub const DEFAULT_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The `aws` provider.
 #[derive(Debug)]
 pub struct AwsProvider {
@@ -121,8 +125,10 @@ pub struct AwsProvider {
 }
 
 impl AwsProvider {
-    /// A provider with these node settings. With a client, ServiceAccounts and this node
-    /// (`node`) are watched; without one (local mode) the class names the role (`roleArn`).
+    /// A provider with these node settings. With a client, the role of a pod's ServiceAccount
+    /// and this node's (`node`) region label are read from the API server when a volume needs
+    /// them, each kept for [`DEFAULT_LOOKUP_TTL`] (see [`Self::with_lookup_ttl`]); without one
+    /// (local mode) the class names the role (`roleArn`).
     pub fn new(args: AwsArgs, kube: Option<kube::Client>, node: &str) -> Self {
         Self {
             sdk: SdkSettings::new(&args),
@@ -130,10 +136,19 @@ impl AwsProvider {
                 args.aws_cache_size,
                 args.aws_pod_identity_http_timeout,
             ),
-            kube: kube.map(|client| KubeLookups::start(client, node)),
+            kube: kube.map(|client| KubeLookups::new(client, node, DEFAULT_LOOKUP_TTL)),
             node: node.to_owned(),
             args,
         }
+    }
+
+    /// Keeps each ServiceAccount role and the node region read from the API server for `ttl`.
+    #[must_use]
+    pub fn with_lookup_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.kube = self
+            .kube
+            .map(|kube| KubeLookups::new(kube.client(), &self.node, ttl));
+        self
     }
 
     /// Identities with cached credentials (for tests).
