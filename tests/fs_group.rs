@@ -376,7 +376,7 @@ async fn a_volume_mount_group_that_is_not_a_group_id_is_refused_before_anything_
 }
 
 #[tokio::test]
-async fn without_a_group_files_keep_the_requested_mode_and_stay_root_only() {
+async fn without_a_group_files_keep_the_requested_mode_until_a_republish_brings_one() {
     let bed = Bed::new();
     let _plugin = FakePlugin::start(&bed.providers, "fake", private("v1")).await;
     let node = NodeProcess::start(bed.options.clone()).await;
@@ -388,6 +388,16 @@ async fn without_a_group_files_keep_the_requested_mode_and_stay_root_only() {
         .unwrap();
     assert_eq!(owner(&target.join("key")), (0, 0o600));
     assert!(!cat_in_group(&target.join("key"), GROUP).status.success());
+
+    // kubelet upgraded under the running pod: the next republish sends the group, and the
+    // volume gets it at once (rotation gate or not), content fetched and written afresh.
+    node.node_client()
+        .await
+        .node_publish_volume(publish_for("v1", &target, GROUP))
+        .await
+        .unwrap();
+    assert_grouped(&target, 2000);
+    assert_only_the_group_reads(&target, "v1");
     node.node_client()
         .await
         .node_unpublish_volume(unpublish_request("v1", &target))
