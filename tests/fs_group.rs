@@ -202,10 +202,7 @@ async fn node_get_capabilities_advertises_volume_mount_group() {
         .capabilities;
     let rpcs: Vec<i32> = capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        })
+        .filter_map(|c| c.r#type.as_ref().map(|CapType::Rpc(rpc)| rpc.r#type))
         .collect();
     assert_eq!(rpcs, [RpcType::VolumeMountGroup as i32]);
 }
