@@ -358,6 +358,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, kubelet: &Path) {
             provider_timeout: Duration::from_secs(10),
             rotation_interval: Some(Duration::from_secs(3600)),
             overrides: Default::default(),
+            fs_group_from_pod: false,
         },
         Arc::new(DirectoryClasses::new(classes)),
         Arc::new(Providers::new(PluginClients::new(PluginSettings {
@@ -382,6 +383,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, kubelet: &Path) {
             readonly: true,
             volume_context: grpc.volume_context.into_iter().collect(),
             secrets: Redacted::new(Default::default()),
+            mount_group: String::new(),
         }
     };
     for n in 0..110 {

@@ -130,6 +130,14 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = humantime::parse_duration)]
     pub rotation_poll_interval: Duration,
 
+    /// For kubelets that do not pass the pod's fsGroup to the driver (before 1.22, or 1.22
+    /// without the DelegateFSGroupToCSIDriver gate): read the pod's
+    /// `spec.securityContext.fsGroup` with one GET at each volume's first publish and give
+    /// its files to that group (needs `get` on pods). Not needed from kubelet 1.23, which
+    /// sends it in the publish itself.
+    #[arg(long, env = "KEYMOUNT_FS_GROUP_FROM_POD", default_value_t = false)]
+    pub fs_group_from_pod: bool,
+
     /// Mirror each class's `secretObjects` into Kubernetes Secrets in the pod's namespace
     /// after every mount and rotation (needs RBAC for Secrets and Pods; off as upstream).
     #[arg(long, env = "KEYMOUNT_ENABLE_SECRET_SYNC", default_value_t = false)]

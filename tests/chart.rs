@@ -184,6 +184,8 @@ fn bad_values_are_refused_naming_the_key() {
             json!({"linux": {"kubeletRootDir": "var/lib/kubelet"}}),
             "/linux/kubeletRootDir",
         ),
+        (json!({"fsGroupPolicy": "file"}), "/fsGroupPolicy"),
+        (json!({"fsGroupFromPod": "true"}), "/fsGroupFromPod"),
     ] {
         let error = render::render_error(&values);
         assert!(error.contains(names), "{values}: {error}");

@@ -123,6 +123,10 @@ async fn the_rendered_objects_are_accepted_by_the_api_server() {
         );
     }
     assert_eq!(spec["tokenRequests"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        spec["fsGroupPolicy"], "ReadWriteOnceWithFSType",
+        "an unset policy is stored as the API server's default"
+    );
     // CSIDriver specs are immutable on 1.20: replace it for the next value set.
     drivers
         .delete("secrets-store.csi.k8s.io", &DeleteParams::default())
@@ -323,6 +327,21 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
         )
         .await;
     assert_eq!(code(&token), 403, "keymount never mints tokens");
+
+    // fsGroupFromPod adds one GET of a pod, nothing else on pods.
+    assert_eq!(
+        code(&pods.get("web").await),
+        403,
+        "no pod access by default"
+    );
+    apply_all(&admin, &render(json!({"fsGroupFromPod": true})), &rbac).await;
+    let granted = wait_until(Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move { code(&pods.get("web").await) == 200 }
+    })
+    .await;
+    assert!(granted, "fsGroupFromPod did not grant get on pods");
+    assert_eq!(code(&pods.list(&ListParams::default()).await), 403);
 
     // syncSecret.enabled adds Secret access; builtinProviders.aws.enabled=false drops SAs.
     apply_all(

@@ -109,6 +109,17 @@ fn rbac_rules_are_exactly_the_intended_ones() {
         );
     }
 
+    // --fs-group-from-pod: one GET of a pod, nothing else.
+    let from_pod = objects(&render::render(
+        &json!({"fsGroupFromPod": true}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    let mut with_pods = node_rules(true);
+    with_pods.insert(3, rule("", "pods", &["get"]));
+    assert_eq!(rules(&from_pod, "keymount"), with_pods);
+    assert!(args(keymount_container(&from_pod)).contains(&"--fs-group-from-pod"));
+    assert!(!args(keymount_container(&default)).contains(&"--fs-group-from-pod"));
+
     let none = objects(&render::render(
         &json!({"rbac": {"install": false}}),
         DEPLOY_KUBE_VERSION,
@@ -146,6 +157,21 @@ fn the_csidriver_follows_the_values_and_the_cluster_version() {
         spec.get("serviceAccountTokenInSecrets").is_none(),
         "only from 1.35 on"
     );
+    assert!(
+        spec.get("fsGroupPolicy").is_none(),
+        "unset as upstream: immutable before 1.29, so an upgrade from upstream keeps working"
+    );
+    for (policy, expected) in [("None", json!("None")), ("File", json!("File"))] {
+        let objs = objects(&render::render(
+            &json!({"fsGroupPolicy": policy}),
+            "v1.33.0",
+        ));
+        assert_eq!(
+            one(&objs, "CSIDriver")["spec"]["fsGroupPolicy"],
+            expected,
+            "{policy:?}"
+        );
+    }
 
     let new = objects(&render::render(&json!({}), "v1.35.0"));
     assert_eq!(

@@ -226,7 +226,8 @@ async fn identity_and_node_info_are_node_only() {
         .await
         .unwrap()
         .into_inner();
-    assert!(caps.capabilities.is_empty());
+    // Only VOLUME_MOUNT_GROUP (the pod's fsGroup; tests/fs_group.rs): no stage, stats or expand.
+    assert_eq!(caps.capabilities.len(), 1, "{caps:?}");
     let err = client
         .node_stage_volume(NodeStageVolumeRequest::default())
         .await

@@ -138,7 +138,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .enable_secret_rotation
             .then_some(args.rotation_poll_interval),
         overrides: OverridePolicy::new(&args.access.allow_volume_attribute_overrides),
+        fs_group_from_pod: args.fs_group_from_pod,
     };
+    if args.fs_group_from_pod && kube.is_none() {
+        anyhow::bail!("--fs-group-from-pod needs the API server (not --class-dir)");
+    }
     let sync = match (&kube, args.enable_secret_sync) {
         (Some(client), true) => Some(SecretSync::new(client.clone(), metrics.clone())),
         (None, true) => {

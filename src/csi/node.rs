@@ -41,10 +41,15 @@ impl From<PublishError> for Status {
             | PublishError::NotReadonly
             | PublishError::Context(_)
             | PublishError::Tokens(_)
+            | PublishError::FsGroup(_)
             | PublishError::ClassWithoutProvider { .. }
             | PublishError::ClassWithoutParameters { .. }
             | PublishError::VolumeAttribute { .. } => Code::InvalidArgument,
             PublishError::Busy(_) | PublishError::ShuttingDown => Code::Aborted,
+            PublishError::FsGroupChanged { .. } | PublishError::PodMismatch { .. } => {
+                Code::FailedPrecondition
+            }
+            PublishError::PodFsGroup { .. } => Code::Unavailable,
             PublishError::LookupClass(LookupError::NotFound { .. })
             | PublishError::LookupClass(LookupError::NotFoundSkipped { .. }) => Code::NotFound,
             PublishError::LookupClass(LookupError::Api { .. }) => Code::Unavailable,
@@ -101,6 +106,14 @@ impl From<UnpublishError> for Status {
     }
 }
 
+/// The pod's fsGroup as kubelet sends it (`volume_mount_group` of a mount capability).
+fn mount_group(capability: Option<&VolumeCapability>) -> String {
+    match capability.and_then(|c| c.access_type.as_ref()) {
+        Some(PbAccess::Mount(mount)) => mount.volume_mount_group.clone(),
+        _ => String::new(),
+    }
+}
+
 fn access_type(capability: Option<&VolumeCapability>) -> Option<AccessType> {
     capability.map(|c| match c.access_type {
         Some(PbAccess::Block(_)) => AccessType::Block,
@@ -118,6 +131,7 @@ impl Node for NodeService {
         let r = request.into_inner();
         let req = PublishRequest {
             access: access_type(r.volume_capability.as_ref()),
+            mount_group: mount_group(r.volume_capability.as_ref()),
             volume_id: r.volume_id,
             target_path: r.target_path,
             readonly: r.readonly,
@@ -146,8 +160,15 @@ impl Node for NodeService {
         &self,
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        // VOLUME_MOUNT_GROUP: kubelet (1.22 with the gate, 1.23 on) sends the pod's fsGroup
+        // in the publish and leaves the ownership to keymount.
+        let group = node_service_capability::Rpc {
+            r#type: node_service_capability::rpc::Type::VolumeMountGroup as i32,
+        };
         Ok(Response::new(NodeGetCapabilitiesResponse {
-            capabilities: Vec::new(),
+            capabilities: vec![NodeServiceCapability {
+                r#type: Some(node_service_capability::Type::Rpc(group)),
+            }],
         }))
     }
 
@@ -267,6 +288,46 @@ mod tests {
                 .message()
                 .contains("Secret ns/db exists and is not managed")
         );
+    }
+
+    #[test]
+    fn fs_group_errors_map_to_codes() {
+        use crate::fs::group::FsGroup;
+        let bad = FsGroup::parse("-1").unwrap_err();
+        let status = Status::from(PublishError::FsGroup(bad));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("volume_capability.mount.volume_mount_group \"-1\""),
+            "{}",
+            status.message()
+        );
+        let changed = PublishError::FsGroupChanged {
+            volume: "csi-1".into(),
+            had: FsGroup::parse("2000").unwrap(),
+            sent: FsGroup::parse("3000").unwrap(),
+        };
+        assert_eq!(code(changed), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn the_mount_group_is_read_from_a_mount_capability_only() {
+        use crate::proto::csi::volume_capability::{BlockVolume, MountVolume};
+        let mount = VolumeCapability {
+            access_type: Some(PbAccess::Mount(MountVolume {
+                volume_mount_group: "2000".into(),
+                ..Default::default()
+            })),
+            access_mode: None,
+        };
+        assert_eq!(mount_group(Some(&mount)), "2000");
+        let block = VolumeCapability {
+            access_type: Some(PbAccess::Block(BlockVolume {})),
+            access_mode: None,
+        };
+        assert_eq!(mount_group(Some(&block)), "");
+        assert_eq!(mount_group(None), "");
     }
 
     #[test]

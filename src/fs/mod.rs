@@ -1,4 +1,5 @@
 //! Everything keymount writes into a volume: path validation and the atomic writer.
 
 pub mod atomic_writer;
+pub mod group;
 pub mod paths;

@@ -158,6 +158,7 @@ mod tests {
                 (crate::provider::tokens::TOKENS_KEY, tokens.as_str()),
             ]),
             secrets: Redacted::new(map(&[("clientSecret", "node-publish-secret")])),
+            mount_group: String::new(),
         };
         for shown in [format!("{req:?}"), format!("{req:#?}")] {
             assert!(

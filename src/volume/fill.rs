@@ -42,7 +42,7 @@ impl VolumeService {
             true
         } else {
             // On the worker: the writes go to the volume's tmpfs, memory only.
-            atomic_writer::write(work.target, &output.files)? == Outcome::Written
+            atomic_writer::write_as(work.target, &output.files, work.group)? == Outcome::Written
         };
         self.sync_secrets(work, &output, first).await?;
         // The status is written after a first mount or a change, and again after a fetch
@@ -76,6 +76,7 @@ impl VolumeService {
             refresh_before: output.refresh_before,
             refresh_stamp: annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned(),
             status_stale: status.is_err(),
+            fs_group: work.group,
             device: std::fs::symlink_metadata(work.target)
                 .ok()
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m)),

@@ -9,6 +9,7 @@ mod fill;
 pub mod journal;
 pub mod locks;
 mod notify;
+mod pod_group;
 pub mod pod_status;
 pub mod publish;
 mod publish_error;

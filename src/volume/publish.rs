@@ -16,6 +16,7 @@ use super::pod_status::{self, PodStatusInput};
 use super::service::{MIN_ROTATION_INTERVAL, REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::VolumeRecord;
 use crate::class::SecretProviderClass;
+use crate::fs::group::FsGroup;
 use crate::mount::{Found, KubeletRoot, Target, owned};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::{MountInput, MountOutput, Provider, ServiceAccountTokens};
@@ -44,6 +45,9 @@ pub struct PublishRequest {
     pub readonly: bool,
     pub volume_context: BTreeMap<String, String>,
     pub secrets: Redacted<BTreeMap<String, String>>,
+    /// The CSI `volume_capability.mount.volume_mount_group` as sent: the pod's fsGroup from
+    /// a kubelet that delegates it (VOLUME_MOUNT_GROUP), empty otherwise.
+    pub mount_group: String,
 }
 
 impl std::fmt::Debug for PublishRequest {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for PublishRequest {
             .field("target_path", &self.target_path)
             .field("access", &self.access)
             .field("readonly", &self.readonly)
+            .field("mount_group", &self.mount_group)
             .field("volume_context", &RedactedContext(&self.volume_context))
             .field("secrets", &self.secrets)
             .finish()
@@ -81,6 +86,8 @@ struct Validated {
     target: Target,
     context: VolumeContext,
     tokens: ServiceAccountTokens,
+    /// The pod's fsGroup, when kubelet sent one.
+    group: Option<FsGroup>,
 }
 
 fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, PublishError> {
@@ -99,6 +106,10 @@ fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, Publi
         return Err(PublishError::NotReadonly);
     }
     let target = root.parse(&req.target_path)?;
+    let group = match req.mount_group.as_str() {
+        "" => None,
+        text => Some(FsGroup::parse(text)?),
+    };
     if req.volume_context.is_empty() {
         return Err(PublishError::MissingField("volume_context"));
     }
@@ -116,6 +127,7 @@ fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, Publi
         target,
         context,
         tokens,
+        group,
     })
 }
 
@@ -168,9 +180,23 @@ impl VolumeService {
         .await?;
         let mounted = matches!(found, Found::Tmpfs { .. });
         let record = record.filter(|_| mounted);
+        // The group the files belong to: the one sent, else the one the volume has (an older
+        // kubelet never sends it, and a republish must not take it away).
+        let recorded = record.as_ref().and_then(|r| r.fs_group);
+        if let (Some(sent), Some(had)) = (v.group, recorded)
+            && sent != had
+        {
+            return Err(PublishError::FsGroupChanged {
+                volume: req.volume_id.clone(),
+                had,
+                sent,
+            });
+        }
+        // A volume published before its group was known gets it at this republish.
+        let regroup = record.is_some() && v.group.is_some() && recorded.is_none();
         if let Some(record) = &record {
             *provider_name = record.provider.clone();
-            if self.config.rotation_interval.is_none() {
+            if self.config.rotation_interval.is_none() && !regroup {
                 return Ok(PublishOutcome::Skipped);
             }
         }
@@ -181,6 +207,7 @@ impl VolumeService {
             .get(&v.context.pod_namespace, &v.context.class)
             .await?;
         if let Some(record) = &record
+            && !regroup
             && !self.rotation_due(record, &class)
         {
             return Ok(PublishOutcome::Skipped);
@@ -234,9 +261,15 @@ impl VolumeService {
                 .map(|r| r.versions.clone())
                 .unwrap_or_default(),
         };
+        let group = match (v.group.or(recorded), &record) {
+            (Some(group), _) => Some(group),
+            (None, Some(_)) => None,
+            (None, None) => self.group_from_pod(&v.context).await?,
+        };
         let work = Work {
             req,
             target: v.target.path(),
+            group,
             context: &v.context,
             class: &class,
             class_id: &class_id,
@@ -340,6 +373,8 @@ impl VolumeService {
 pub(super) struct Work<'a> {
     pub(super) req: &'a PublishRequest,
     pub(super) target: &'a Path,
+    /// The group the volume's files belong to (the pod's fsGroup).
+    pub(super) group: Option<FsGroup>,
     pub(super) context: &'a VolumeContext,
     pub(super) class: &'a Arc<SecretProviderClass>,
     pub(super) class_id: &'a str,

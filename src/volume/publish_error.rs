@@ -3,6 +3,7 @@
 use super::context::ContextError;
 use crate::class::LookupError;
 use crate::fs::atomic_writer::WriteError;
+use crate::fs::group::{FsGroup, FsGroupError};
 use crate::fs::paths::PathError;
 use crate::mount::{MountError, TargetError};
 use crate::provider::access::OverrideError;
@@ -25,6 +26,24 @@ pub enum PublishError {
     Context(#[from] ContextError),
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    #[error(transparent)]
+    FsGroup(#[from] FsGroupError),
+    #[error(
+        "volume {volume} was published for group {had}; a publish for group {sent} is refused (the files keep group {had})"
+    )]
+    FsGroupChanged {
+        volume: String,
+        had: FsGroup,
+        sent: FsGroup,
+    },
+    #[error("read the fsGroup of pod {pod}: {source}")]
+    PodFsGroup {
+        pod: String,
+        #[source]
+        source: crate::kube_errors::ApiError,
+    },
+    #[error("pod {pod}: {why}")]
+    PodMismatch { pod: String, why: String },
     #[error("volume {0} is busy with another call; retry")]
     Busy(String),
     #[error("keymount is shutting down; retry")]
@@ -96,7 +115,10 @@ impl PublishError {
             | Self::NotReadonly
             | Self::Context(_)
             | Self::Tokens(_)
+            | Self::FsGroup(_)
             | Self::VolumeAttribute { .. } => "InvalidArgument",
+            Self::FsGroupChanged { .. } | Self::PodMismatch { .. } => "FailedPrecondition",
+            Self::PodFsGroup { .. } => "FailedToGetPod",
             Self::Busy(_) | Self::ShuttingDown => "Busy",
             Self::LookupClass(_)
             | Self::ClassWithoutProvider { .. }

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub rotation_interval: Option<Duration>,
     /// Which class parameters a pod's volume attributes may override.
     pub overrides: OverridePolicy,
+    /// Read the pod's fsGroup from the API server at a volume's first publish when kubelet
+    /// does not send `volume_mount_group` (`--fs-group-from-pod`).
+    pub fs_group_from_pod: bool,
 }
 
 /// Publishes and unpublishes volumes.

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::journal::{self, Journal};
+use crate::fs::group::FsGroup;
 use crate::provider::ObjectVersion;
 
 /// The record of one published volume.
@@ -43,6 +44,10 @@ pub struct VolumeRecord {
     /// same tmpfs at the target need not read the node's whole mount table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<u64>,
+    /// The group the volume's files belong to (the pod's fsGroup), so a rotation, also after
+    /// a restart, writes them with the same group. Absent in records written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_group: Option<FsGroup>,
 }
 
 /// Failure to persist or read a record.

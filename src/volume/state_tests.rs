@@ -22,6 +22,7 @@ fn record(id: &str) -> VolumeRecord {
         refresh_stamp: None,
         status_stale: false,
         device: None,
+        fs_group: None,
     }
 }
 
@@ -94,6 +95,38 @@ fn records_survive_a_reload_and_removal_sticks() {
         [journal::JOURNAL_FILE],
         "one file, inside the state dir"
     );
+}
+
+#[test]
+fn the_fs_group_survives_a_reload_and_journals_without_it_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A line written before records had a group (an older keymount).
+    let old = r#"{"put":{"volumeId":"csi-old","targetPath":"/t","podNamespace":"ns","class":"c","provider":"vault","versions":[],"fetchedAt":"2026-01-01T00:00:00Z"}}"#;
+    std::fs::write(journal_path(dir.path()), format!("{old}\n")).unwrap();
+    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
+    assert_eq!(states.get("csi-old").unwrap().fs_group, None);
+    let mut grouped = record("csi-2000");
+    grouped.fs_group = Some(crate::fs::group::FsGroup::parse("2000").unwrap());
+    states.put(grouped);
+
+    let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
+    assert!(text.contains(r#""fsGroup":2000"#), "{text}");
+    assert!(!text.contains(r#""fsGroup":null"#), "{text}");
+    let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+    assert_eq!(
+        reloaded.get("csi-2000").unwrap().fs_group.map(|g| g.gid()),
+        Some(2000)
+    );
+    assert_eq!(reloaded.get("csi-old").unwrap().fs_group, None);
+    // A group out of range in a journal line is not a record (skipped, never used).
+    for gid in ["-1", "4294967295", "2147483648", "\"2000\""] {
+        let bad = old
+            .replace("csi-old", "csi-bad")
+            .replace(r#""class""#, &format!(r#""fsGroup":{gid},"class""#));
+        std::fs::write(journal_path(dir.path()), format!("{bad}\n")).unwrap();
+        let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+        assert!(reloaded.get("csi-bad").is_none(), "{gid}");
+    }
 }
 
 #[test]

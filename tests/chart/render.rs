@@ -166,6 +166,8 @@ pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
                 "allowedFileDirs": ["/etc/keymount/vault-ca", "/etc/keymount/mtls"],
                 "allowedStoreAddresses": ["public", "10.0.0.0/8", "unix:///var/run/vault/agent.sock"],
                 "allowVolumeAttributeOverrides": ["roleName"],
+                "fsGroupPolicy": "",
+                "fsGroupFromPod": true,
                 "linux": {
                     "kubeletRootDir": "/var/snap/microk8s/common/var/lib/kubelet",
                     "additionalProvidersDirs": [],

@@ -14,7 +14,7 @@ use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, openat, readlinkat, renameat, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
-use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
+use nix::unistd::{Gid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat};
 
 /// A single path component: `str` or `OsStr` (names read back may not be UTF-8).
 pub trait Name: NixPath + AsRef<Path> {}
@@ -145,6 +145,37 @@ impl DirFd {
         // The umask may have narrowed the mode.
         fchmod(&dir.fd, Mode::from_bits_truncate(mode))?;
         Ok(dir)
+    }
+
+    /// The group of this directory.
+    pub fn group(&self) -> io::Result<u32> {
+        Ok(fstat(&self.fd)?.st_gid)
+    }
+
+    /// Gives this directory (the open one, never a path) to group `gid`; nothing is
+    /// changed when it has that group already.
+    pub fn set_group(&self, gid: u32) -> io::Result<()> {
+        if self.group()? != gid {
+            fchown(&self.fd, None, Some(Gid::from_raw(gid)))?;
+        }
+        Ok(())
+    }
+
+    /// Gives the entry `name` of this directory to group `gid`, without following it (a
+    /// symlink's own group is changed, never its target's).
+    pub fn set_entry_group<N: ?Sized + Name>(&self, name: &N, gid: u32) -> io::Result<()> {
+        Ok(fchownat(
+            &self.fd,
+            name,
+            None,
+            Some(Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?)
+    }
+
+    /// The group of the entry `name`, not followed.
+    pub fn entry_group<N: ?Sized + Name>(&self, name: &N) -> io::Result<u32> {
+        Ok(fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?.st_gid)
     }
 
     /// Creates the regular file `name` (it must not exist) for writing, mode 0600 until the

@@ -11,6 +11,12 @@
 //! Containment: every operation is relative to the volume's directory fd and never follows a
 //! symlink or enters another mount; `..data` is trusted only when it names one generation
 //! directory of the volume.
+//!
+//! Ownership: with the pod's fsGroup ([`FsGroup`]), the volume's root, each generation and
+//! its directories, its files, `..data` and the top-level links belong to that group, and a
+//! file gets group read where its owner can read. Every change goes through the open
+//! directory or file (fchown, or fchownat with `AT_SYMLINK_NOFOLLOW` for a link), so the
+//! group is never applied to anything outside the volume.
 
 mod dirfd;
 mod generation;
@@ -39,6 +45,7 @@ use layout::{DataLink, Policy};
 pub use read::current_files;
 use read::matches_on_disk;
 
+use crate::fs::group::FsGroup;
 use crate::redact::Redacted;
 
 /// One file to write: a validated relative path, its mode and its secret contents.
@@ -104,17 +111,37 @@ fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wri
 /// level (plain files left by a self-writing provider or the upstream driver) is replaced or
 /// removed. Paths must already be validated (see [`crate::fs::paths`]).
 pub fn write(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
-    write_with(target, files, Policy::Owned)
+    write_as(target, files, None)
+}
+
+/// [`write`] for a volume whose files belong to the pod's fsGroup `group` (see the module
+/// docs). A set whose content, modes or group differ from what is there is written afresh;
+/// the volume's root is given to the group in any case.
+pub fn write_as(
+    target: &Path,
+    files: &[Payload],
+    group: Option<FsGroup>,
+) -> Result<Outcome, WriteError> {
+    write_with(target, files, Policy::Owned, group)
 }
 
 /// Writes `files` into a directory the user owns (`keymount fetch --out`): only the writer's
 /// own entries are ever removed, and a foreign entry in the way of a new name is an error.
 pub fn write_shared(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
-    write_with(target, files, Policy::Shared)
+    write_with(target, files, Policy::Shared, None)
 }
 
-fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcome, WriteError> {
+fn write_with(
+    target: &Path,
+    files: &[Payload],
+    policy: Policy,
+    group: Option<FsGroup>,
+) -> Result<Outcome, WriteError> {
     let vol = DirFd::open(target).map_err(at("open", target))?;
+    if let Some(group) = group {
+        // The root first: the pod traverses it to reach anything (its mode stays 0755).
+        vol.set_group(group.gid()).map_err(at("chown", target))?;
+    }
     let names = top_level_names(files.iter().map(|f| f.path.as_str()));
     let current = match layout::data_link(&vol)? {
         DataLink::Valid(generation) => Some(generation),
@@ -129,7 +156,7 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
     };
 
     if let Some(generation) = &current
-        && matches_on_disk(&vol, generation, files)
+        && matches_on_disk(&vol, generation, files, group)
     {
         let plan = layout::plan(&layout::entries(&vol)?, Some(generation), &names, policy);
         if plan.is_empty() {
@@ -143,6 +170,7 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
             "content unchanged; layout repaired"
         );
         layout::apply(&vol, &plan, policy)?;
+        own_links(&vol, group)?;
         return Ok(Outcome::Repaired);
     }
 
@@ -198,9 +226,14 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
 
     let generation = generation::new_name();
     let mut made = Vec::new();
-    let swapped = stage(&vol, &generation, files, &free, &mut made).and_then(|()| {
+    let swapped = stage(&vol, &generation, files, &free, &mut made, group).and_then(|()| {
+        let tmp = target.join(DATA_TMP_LINK);
         vol.symlink(&generation, DATA_TMP_LINK)
-            .map_err(at("create symlink", &target.join(DATA_TMP_LINK)))?;
+            .map_err(at("create symlink", &tmp))?;
+        if let Some(group) = group {
+            vol.set_entry_group(DATA_TMP_LINK, group.gid())
+                .map_err(at("chown", &tmp))?;
+        }
         vol.rename(DATA_TMP_LINK, DATA_LINK)
             .map_err(at("swap", &target.join(DATA_LINK)))
     });
@@ -217,7 +250,29 @@ fn write_with(target: &Path, files: &[Payload], policy: Policy) -> Result<Outcom
     // Now held names are replaced, stale links and the old generation removed.
     let plan = layout::plan(&layout::entries(&vol)?, Some(&generation), &names, policy);
     layout::apply(&vol, &plan, policy)?;
+    own_links(&vol, group)?;
     Ok(Outcome::Written)
+}
+
+/// Gives `..data` and the top-level links to `group` where they have another group (links
+/// made by a repair, or a volume written before it had a group). Links only: their group
+/// grants nothing, but the whole layout then reads as the pod's, as kubelet leaves it.
+fn own_links(vol: &DirFd, group: Option<FsGroup>) -> Result<(), WriteError> {
+    let Some(group) = group else {
+        return Ok(());
+    };
+    for entry in layout::entries(vol)? {
+        if entry.kind != dirfd::Kind::Symlink {
+            continue;
+        }
+        let name = entry.name.as_os_str();
+        let path = vol.path.join(name);
+        if vol.entry_group(name).map_err(at("inspect", &path))? != group.gid() {
+            vol.set_entry_group(name, group.gid())
+                .map_err(at("chown", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the generation directory and the links of the free names; `made` collects the
@@ -228,18 +283,29 @@ fn stage(
     files: &[Payload],
     free: &[&str],
     made: &mut Vec<String>,
+    group: Option<FsGroup>,
 ) -> Result<(), WriteError> {
+    let gen_path = vol.path.join(generation);
     let gen_dir = vol
         .mkdir(generation, 0o755)
-        .map_err(at("create directory", &vol.path.join(generation)))?;
+        .map_err(at("create directory", &gen_path))?;
+    if let Some(group) = group {
+        gen_dir
+            .set_group(group.gid())
+            .map_err(at("chown", &gen_path))?;
+    }
     for file in files {
-        write_file(&gen_dir, file)?;
+        write_file(&gen_dir, file, group)?;
     }
     for name in free {
         let link = vol.path.join(name);
         vol.symlink(&link_target(name), name)
             .map_err(at("create symlink", &link))?;
         made.push((*name).to_owned());
+        if let Some(group) = group {
+            vol.set_entry_group(*name, group.gid())
+                .map_err(at("chown", &link))?;
+        }
     }
     Ok(())
 }
@@ -311,7 +377,7 @@ pub fn repair(target: &Path) -> Result<bool, WriteError> {
     Ok(true)
 }
 
-fn write_file(root: &DirFd, file: &Payload) -> Result<(), WriteError> {
+fn write_file(root: &DirFd, file: &Payload, group: Option<FsGroup>) -> Result<(), WriteError> {
     let path = root.path.join(&file.path);
     let (parent, base) = match file.path.rsplit_once('/') {
         Some((parent, base)) => (Some(parent), base),
@@ -321,7 +387,7 @@ fn write_file(root: &DirFd, file: &Payload) -> Result<(), WriteError> {
     let dir = match parent {
         None => root,
         Some(parent) => {
-            nested = make_dirs(root, parent).map_err(at("create directory", &path))?;
+            nested = make_dirs(root, parent, group).map_err(at("create directory", &path))?;
             &nested
         }
     };
@@ -329,25 +395,42 @@ fn write_file(root: &DirFd, file: &Payload) -> Result<(), WriteError> {
     let mut out = dir.create_file(base).map_err(at("write", &path))?;
     out.write_all(file.contents.expose())
         .map_err(at("write", &path))?;
+    // The group before the mode: chown(2) clears set-id bits, and the mode is the last word.
+    if let Some(group) = group {
+        nix::unistd::fchown(&out, None, Some(nix::unistd::Gid::from_raw(group.gid())))
+            .map_err(|e| at("chown", &path)(e.into()))?;
+    }
     // The umask may have narrowed the mode; set it on the open file.
-    out.set_permissions(std::fs::Permissions::from_mode(file.mode))
+    out.set_permissions(std::fs::Permissions::from_mode(file_mode(file, group)))
         .map_err(at("chmod", &path))?;
     Ok(())
 }
 
-fn make_dirs(root: &DirFd, rel: &str) -> io::Result<DirFd> {
+/// The mode `file` has on disk: as requested, plus group read with a group.
+fn file_mode(file: &Payload, group: Option<FsGroup>) -> u32 {
+    group.map_or(file.mode, |g| g.file_mode(file.mode))
+}
+
+fn make_dirs(root: &DirFd, rel: &str, group: Option<FsGroup>) -> io::Result<DirFd> {
     let mut parts = rel.split('/');
-    let mut dir = step(root, parts.next().unwrap_or_default())?;
+    let mut dir = step(root, parts.next().unwrap_or_default(), group)?;
     for part in parts {
-        dir = step(&dir, part)?;
+        dir = step(&dir, part, group)?;
     }
     Ok(dir)
 }
 
-fn step(dir: &DirFd, name: &str) -> io::Result<DirFd> {
+/// Opens or makes (0755, the group's) one directory of a new generation.
+fn step(dir: &DirFd, name: &str, group: Option<FsGroup>) -> io::Result<DirFd> {
     match dir.child(name) {
         Ok(child) => Ok(child),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => dir.mkdir(name, 0o755),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let made = dir.mkdir(name, 0o755)?;
+            if let Some(group) = group {
+                made.set_group(group.gid())?;
+            }
+            Ok(made)
+        }
         Err(e) => Err(e),
     }
 }

@@ -3,12 +3,13 @@
 //! Secret sync uses.
 
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::dirfd::{DirFd, Kind};
 use super::layout::{self, DataLink};
-use super::{Payload, WriteError, at};
+use super::{Payload, WriteError, at, file_mode};
+use crate::fs::group::FsGroup;
 
 /// Reads the files of the current generation back: `relative path -> absolute path`,
 /// following the layout this writer makes (used by the Secret sync).
@@ -34,11 +35,21 @@ pub fn current_files(target: &Path) -> Result<Vec<(String, PathBuf)>, WriteError
 }
 
 /// True when the generation holds exactly `files`: same paths, regular files only, same
-/// modes and contents.
-pub(super) fn matches_on_disk(vol: &DirFd, generation: &str, files: &[Payload]) -> bool {
+/// modes and contents, and (with a group) the generation and its files of that group.
+pub(super) fn matches_on_disk(
+    vol: &DirFd,
+    generation: &str,
+    files: &[Payload],
+    group: Option<FsGroup>,
+) -> bool {
     let Ok(gen_dir) = vol.child(generation) else {
         return false;
     };
+    if let Some(group) = group
+        && gen_dir.group().ok() != Some(group.gid())
+    {
+        return false;
+    }
     let mut on_disk = Vec::new();
     if collect_files(&gen_dir, "", &mut on_disk).is_err()
         || on_disk.len() != files.len()
@@ -48,10 +59,10 @@ pub(super) fn matches_on_disk(vol: &DirFd, generation: &str, files: &[Payload]) 
     }
     files
         .iter()
-        .all(|f| same_file(&gen_dir, f).unwrap_or(false))
+        .all(|f| same_file(&gen_dir, f, group).unwrap_or(false))
 }
 
-fn same_file(gen_dir: &DirFd, file: &Payload) -> io::Result<bool> {
+fn same_file(gen_dir: &DirFd, file: &Payload, group: Option<FsGroup>) -> io::Result<bool> {
     let (dir, base) = match file.path.rsplit_once('/') {
         Some((parent, base)) => (Some(gen_dir.descend(parent)?), base),
         None => (None, file.path.as_str()),
@@ -59,7 +70,10 @@ fn same_file(gen_dir: &DirFd, file: &Payload) -> io::Result<bool> {
     let mut handle = dir.as_ref().unwrap_or(gen_dir).open_file(base)?;
     let meta = handle.metadata()?;
     let expected = file.contents.expose();
-    if meta.permissions().mode() & 0o7777 != file.mode || meta.len() != expected.len() as u64 {
+    if meta.permissions().mode() & 0o7777 != file_mode(file, group)
+        || meta.len() != expected.len() as u64
+        || group.is_some_and(|g| meta.gid() != g.gid())
+    {
         return Ok(false);
     }
     let mut contents = Vec::with_capacity(expected.len());

@@ -3,6 +3,7 @@
 
 mod containment;
 mod layout;
+mod ownership;
 mod room;
 
 use std::cell::Cell;
