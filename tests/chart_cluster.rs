@@ -222,22 +222,27 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
         .unwrap();
 
     let me = kube.client_as(&format!("system:serviceaccount:{sys}:{name}"));
-    let classes_everywhere: Api<SecretProviderClass> = Api::all(me.clone());
+    let classes: Api<SecretProviderClass> = Api::namespaced(me.clone(), &app);
     let bound = wait_until(Duration::from_secs(20), || {
-        let api = classes_everywhere.clone();
-        async move { api.list(&ListParams::default()).await.is_ok() }
+        let api = classes.clone();
+        async move { api.get("db").await.is_ok() }
     })
     .await;
     assert!(bound, "the ClusterRoleBinding never took effect");
 
-    // What keymount does: watch classes everywhere, GET one, write a pod status with its own
-    // code (server-side apply creates it), read the pod's ServiceAccount, record an Event.
+    // What keymount does: GET the class a volume names, write a pod status with its own code
+    // (server-side apply creates it), read the pod's ServiceAccount, record an Event. It never
+    // lists or watches classes or ServiceAccounts (a node holds only what its pods use).
+    assert_eq!(code(&classes.get("db").await), 200);
+    let classes_everywhere: Api<SecretProviderClass> = Api::all(me.clone());
+    assert_eq!(
+        code(&classes_everywhere.list(&ListParams::default()).await),
+        403
+    );
     let watch = classes_everywhere
         .watch(&WatchParams::default().timeout(1), "0")
         .await;
-    assert_eq!(code(&watch), 200);
-    let classes: Api<SecretProviderClass> = Api::namespaced(me.clone(), &app);
-    assert_eq!(code(&classes.get("db").await), 200);
+    assert_eq!(code(&watch), 403);
     let uid = pod.metadata.uid.clone().unwrap();
     let versions = [ObjectVersion {
         id: "pw".into(),
@@ -266,6 +271,7 @@ async fn rbac_lets_keymount_make_its_calls_and_nothing_else() {
     assert_eq!(stored.status.unwrap().objects.unwrap()[0].version, "1");
     let sas: Api<ServiceAccount> = Api::namespaced(me.clone(), &app);
     assert_eq!(code(&sas.get("app").await), 200);
+    assert_eq!(code(&sas.list(&ListParams::default()).await), 403);
     let pod_ref = events::PodRef {
         namespace: app.clone(),
         name: "web".into(),

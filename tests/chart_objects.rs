@@ -53,11 +53,7 @@ const SPC_GROUP: &str = "secrets-store.csi.x-k8s.io";
 fn rbac_rules_are_exactly_the_intended_ones() {
     let node_rules = |aws: bool| {
         let mut r = vec![
-            rule(
-                SPC_GROUP,
-                "secretproviderclasses",
-                &["get", "list", "watch"],
-            ),
+            rule(SPC_GROUP, "secretproviderclasses", &["get"]),
             rule(
                 SPC_GROUP,
                 "secretproviderclasspodstatuses",
@@ -66,8 +62,8 @@ fn rbac_rules_are_exactly_the_intended_ones() {
             rule("", "events", &["create"]),
         ];
         if aws {
-            r.push(rule("", "serviceaccounts", &["get", "list", "watch"]));
-            r.push(rule("", "nodes", &["get", "list", "watch"]));
+            r.push(rule("", "serviceaccounts", &["get"]));
+            r.push(rule("", "nodes", &["get"]));
         }
         r
     };
