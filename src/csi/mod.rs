@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod identity;
 pub mod node;
+pub mod registration;
 pub mod server;
 mod wire_debug;
 

@@ -114,7 +114,7 @@ fn bind_private(staged: &Path, path: &Path) -> io::Result<UnixListener> {
 /// The socket file this process bound, by device, inode and change time (inode numbers are
 /// reused at once): at shutdown it is removed only if the path still names it (a new process
 /// may already serve a fresh socket there).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketId(Option<(u64, u64, i64, i64)>);
 
 impl SocketId {
