@@ -421,3 +421,33 @@ async fn h2_serves_a_path_authority_through_the_adapter() {
     let answers = against_h2(three_requests(b"csi.example:1"), 3, true).await;
     assert!(answers.iter().all(|a| a == &Ok("csi.example:1".to_owned())));
 }
+
+/// Arbitrary header blocks (random bytes, and valid blocks with random bytes changed) only
+/// ever give an error or a rewrite, never a panic, across a connection's shared table.
+#[test]
+fn random_header_blocks_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut encoder = IndexingEncoder::default();
+    let valid = encode(&mut encoder, SOCKET_PATH);
+    let mut outcomes = [0usize; 2];
+    for round in 0..5_000 {
+        let block: Vec<u8> = if round % 2 == 0 {
+            let len = rng.random_range(0..64);
+            (0..len).map(|_| rng.random()).collect()
+        } else {
+            let mut block = valid.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..block.len());
+                block[i] = rng.random();
+            }
+            block
+        };
+        let mut input = PREFACE.to_vec();
+        input.extend(settings());
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &valid));
+        outcomes[usize::from(rewrite(&input, 4096).is_ok())] += 1;
+    }
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}
