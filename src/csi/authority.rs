@@ -402,6 +402,8 @@ pub struct AuthorityTolerant<S> {
     out: BytesMut,
     scratch: Box<[u8]>,
     eof: bool,
+    /// The client sent what h2 would refuse: every later read fails too.
+    failed: bool,
 }
 
 impl<S> AuthorityTolerant<S> {
@@ -412,6 +414,7 @@ impl<S> AuthorityTolerant<S> {
             out: BytesMut::new(),
             scratch: vec![0; 8 * 1024].into_boxed_slice(),
             eof: false,
+            failed: false,
         }
     }
 }
@@ -423,6 +426,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityTolerant<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+        }
         loop {
             if !this.out.is_empty() {
                 let n = this.out.len().min(buf.remaining());
@@ -446,6 +452,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityTolerant<S> {
                 continue;
             }
             if let Err(error) = this.rewriter.feed(filled, &mut this.out) {
+                this.failed = true;
+                this.out.clear();
                 tracing::debug!(%error, "closing a CSI connection: bad HTTP/2 from the client");
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
             }
