@@ -21,8 +21,8 @@
 //! conforming client keeps to, [`MAX_FRAME_SIZE`]), a header block above
 //! [`MAX_HEADER_BLOCK`] encoded or [`MAX_HEADER_LIST`] decoded, more than
 //! [`MAX_CONTINUATIONS`] CONTINUATIONs, a dynamic table above the protocol's 4096 bytes, a
-//! PUSH_PROMISE (a client may not send one), or a broken HPACK block ends the connection, as
-//! h2 would. Other frames stream through without being buffered.
+//! table size update after a field, a PUSH_PROMISE (a client may not send one), or a broken
+//! HPACK block ends the connection, as h2 would. Other frames stream through without being buffered.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -295,6 +295,7 @@ impl Rewriter {
 
     /// Decodes a whole header block and writes it out again as HEADERS (+ CONTINUATIONs).
     fn emit_block(&mut self, block: Block, out: &mut BytesMut) -> Result<(), RewriteError> {
+        size_updates_lead(&block.fragments)?;
         let mut encoded = Vec::with_capacity(block.fragments.len() + 64);
         let mut list_size = 0usize;
         self.decoder
@@ -349,6 +350,61 @@ impl Rewriter {
         }
         Ok(())
     }
+}
+
+/// RFC 7541 §4.2: dynamic table size updates only at the start of a block (h2's decoder
+/// refuses one after a field; the HPACK decoder used here does not check it). Walks the
+/// representations by their lengths alone.
+fn size_updates_lead(block: &[u8]) -> Result<(), RewriteError> {
+    let bad = |what: &str| RewriteError::Hpack(what.to_owned());
+    let mut rest = block;
+    let mut seen_field = false;
+    while let Some(&first) = rest.first() {
+        let (prefix, literal) = match first {
+            b if b & 0x80 != 0 => (7, false),
+            b if b & 0xc0 == 0x40 => (6, true),
+            b if b & 0xe0 == 0x20 => {
+                if seen_field {
+                    return Err(bad("dynamic table size update after a header field"));
+                }
+                (5, false)
+            }
+            _ => (4, true),
+        };
+        let (index, n) = decode_integer(rest, prefix).ok_or_else(|| bad("bad integer"))?;
+        rest = &rest[n..];
+        if first & 0xe0 != 0x20 {
+            seen_field = true;
+        }
+        if literal {
+            let strings = if index == 0 { 2 } else { 1 };
+            for _ in 0..strings {
+                let (len, n) = decode_integer(rest, 7).ok_or_else(|| bad("bad string length"))?;
+                rest = rest
+                    .get(n..)
+                    .and_then(|r| r.get(len..))
+                    .ok_or_else(|| bad("string past the end of the block"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7541 §5.1: (value, bytes used) of an integer with an N-bit prefix; `None` when it is
+/// cut off or longer than 4 continuation bytes (no table or string is that large).
+fn decode_integer(buf: &[u8], prefix_bits: u8) -> Option<(usize, usize)> {
+    let max = (1usize << prefix_bits) - 1;
+    let mut value = usize::from(*buf.first()?) & max;
+    if value < max {
+        return Some((value, 1));
+    }
+    for (i, &b) in buf.iter().enumerate().skip(1).take(4) {
+        value += usize::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// Whether h2 accepts `value` as `:authority` (it parses it exactly so).

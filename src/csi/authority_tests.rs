@@ -113,6 +113,33 @@ fn authority_of(list: &[(Vec<u8>, Vec<u8>)]) -> &[u8] {
 }
 
 #[test]
+fn integers_round_trip() {
+    for (value, prefix) in [
+        (0, 5),
+        (30, 5),
+        (31, 5),
+        (1337, 5),
+        (4096, 5),
+        (127, 7),
+        (1 << 20, 7),
+    ] {
+        let mut buf = Vec::new();
+        encode_integer(value, prefix, 0, &mut buf);
+        assert_eq!(
+            decode_integer(&buf, prefix),
+            Some((value, buf.len())),
+            "{value}"
+        );
+    }
+    assert_eq!(decode_integer(&[0x1f, 0x80], 5), None, "cut off");
+    assert_eq!(
+        decode_integer(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0x01], 5),
+        None,
+        "too long"
+    );
+}
+
+#[test]
 fn a_path_authority_becomes_localhost_across_the_dynamic_table() {
     let mut encoder = IndexingEncoder::default();
     let mut input = PREFACE.to_vec();
@@ -294,6 +321,29 @@ fn what_h2_would_refuse_ends_the_connection() {
     update.extend(&block);
     table.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &update));
     assert!(matches!(rewrite(&table, 4096), Err(RewriteError::Hpack(_))));
+
+    // A size update after a field: allowed only at the start of a block.
+    let mut late = start();
+    let mut block_late = block.clone();
+    encode_integer(0, 5, 0x20, &mut block_late);
+    block_late.push(0x82); // :method GET, so the update is not at the end either
+    late.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block_late));
+    assert_eq!(
+        rewrite(&late, 4096),
+        Err(RewriteError::Hpack(
+            "dynamic table size update after a header field".into()
+        ))
+    );
+    let mut early = start();
+    let mut block_early = Vec::new();
+    encode_integer(100, 5, 0x20, &mut block_early);
+    encode_integer(4096, 5, 0x20, &mut block_early);
+    block_early.extend(&block);
+    early.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block_early));
+    assert!(
+        rewrite(&early, 4096).is_ok(),
+        "updates at the start are fine"
+    );
 
     // A reference to a dynamic entry that does not exist.
     let mut index = start();
