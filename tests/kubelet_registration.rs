@@ -115,6 +115,12 @@ async fn kubelet_calls_register_and_the_socket_comes_back() {
     assert_eq!(node.get("/readyz").await.unwrap().0, 200);
     assert_eq!(gauge(&node).await, "keymount_kubelet_registered 1");
 
+    // A chmod is not a new socket: still served, still registered.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gauge(&node).await, "keymount_kubelet_registered 1");
+    assert_eq!(get_info(&socket).await.name, DRIVER);
+
     // The socket goes (kubelet restarted with a cleared directory, an admin): made again,
     // with the registration to be confirmed again, and served.
     std::fs::remove_file(&socket).unwrap();

@@ -204,13 +204,14 @@ pub async fn run(
     }
 }
 
-/// Cancels `gone` when `socket` is no longer the socket `ours` (or when `gone` fires anyway).
+/// Cancels `gone` when `socket` no longer names the socket `ours` (or when `gone` fires
+/// anyway).
 async fn watch(socket: &Path, ours: SocketId, interval: Duration, gone: CancellationToken) {
     loop {
         tokio::select! {
             () = gone.cancelled() => return,
             () = tokio::time::sleep(interval) => {
-                if SocketId::of(socket) != ours {
+                if !ours.same_file(socket) {
                     gone.cancel();
                     return;
                 }

@@ -114,7 +114,7 @@ fn bind_private(staged: &Path, path: &Path) -> io::Result<UnixListener> {
 /// The socket file this process bound, by device, inode and change time (inode numbers are
 /// reused at once): at shutdown it is removed only if the path still names it (a new process
 /// may already serve a fresh socket there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct SocketId(Option<(u64, u64, i64, i64)>);
 
 impl SocketId {
@@ -125,6 +125,17 @@ impl SocketId {
                 .ok()
                 .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())),
         )
+    }
+
+    /// Whether `path` still names the same file by device and inode (a chmod or chown, which
+    /// changes the change time, leaves it the same).
+    pub fn same_file(&self, path: &Path) -> bool {
+        match (self.0, Self::of(path).0) {
+            (Some((dev, ino, ..)), Some((now_dev, now_ino, ..))) => {
+                (dev, ino) == (now_dev, now_ino)
+            }
+            _ => false,
+        }
     }
 
     /// Removes `path` if it is still the same socket file.
