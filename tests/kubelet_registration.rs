@@ -177,3 +177,22 @@ async fn without_the_flag_there_is_no_registration_socket() {
     assert!(!registration_socket(&node).exists());
     assert_eq!(node.get("/readyz").await.unwrap().0, 200);
 }
+
+/// A file put at the socket's path by someone else (here a regular file renamed over it) is
+/// never removed or replaced; the socket is made again once the path is free.
+#[tokio::test]
+async fn another_file_at_the_path_is_left_alone() {
+    let (node, _classes) = start(&[]).await;
+    let socket = registration_socket(&node);
+    wait_for(&socket, true).await;
+    let theirs = socket.with_extension("theirs");
+    std::fs::write(&theirs, "not keymount's").unwrap();
+    std::fs::rename(&theirs, &socket).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not keymount's");
+    assert!(node.logs().contains("replaced by another file"));
+
+    std::fs::remove_file(&socket).unwrap();
+    wait_for(&socket, true).await;
+    assert_eq!(get_info(&socket).await.name, DRIVER);
+}
