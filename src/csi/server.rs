@@ -4,10 +4,12 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use super::authority::{self, AuthorityTolerant};
 use super::{IdentityService, NodeService};
 use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
@@ -125,6 +127,17 @@ impl SocketId {
         )
     }
 
+    /// Whether `path` still names the same file by device and inode (a chmod or chown, which
+    /// changes the change time, leaves it the same).
+    pub fn same_file(&self, path: &Path) -> bool {
+        match (self.0, Self::of(path).0) {
+            (Some((dev, ino, ..)), Some((now_dev, now_ino, ..))) => {
+                (dev, ino) == (now_dev, now_ino)
+            }
+            _ => false,
+        }
+    }
+
     /// Removes `path` if it is still the same socket file.
     pub fn remove_if_same(&self, path: &Path) {
         if self.0.is_some() && Self::of(path).0 == self.0 {
@@ -140,15 +153,28 @@ pub async fn serve(
     node: NodeService,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    tonic::transport::Server::builder()
+    unix_server()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// A tonic server with the HTTP/2 limits [`authority`] enforces in front of it.
+pub fn unix_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_frame_size(authority::MAX_FRAME_SIZE)
+        .http2_max_header_list_size(authority::MAX_HEADER_LIST_SERVER)
+}
+
+/// The connections of `listener`, each behind [`AuthorityTolerant`], so that kubelet < 1.26
+/// and gRPC-core clients, which send the socket path as `:authority`, are served
+/// (`src/csi/authority.rs` says why and how).
+pub fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = io::Result<AuthorityTolerant<UnixStream>>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityTolerant::new))
 }
 
 #[cfg(test)]
