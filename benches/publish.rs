@@ -11,7 +11,7 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -20,6 +20,10 @@ use harness::node::{
     write_class,
 };
 use harness::plugin::{FakePlugin, Reply};
+
+#[path = "common/fresh_disk.rs"]
+mod fresh_disk;
+use fresh_disk::FreshDisk;
 
 struct Settings {
     volumes: usize,
@@ -56,57 +60,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// A fresh ext4 on a loop device, unmounted when dropped.
-struct FreshDisk {
-    base: tempfile::TempDir,
-}
-
-impl FreshDisk {
-    fn make() -> Self {
-        let base = tempfile::tempdir().unwrap();
-        let image = base.path().join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(4 << 30)
-            .unwrap();
-        let run = |program: &str, args: &[&std::ffi::OsStr]| {
-            let status = std::process::Command::new(program)
-                .args(args)
-                .status()
-                .unwrap_or_else(|e| panic!("{program}: {e}"));
-            assert!(status.success(), "{program} {args:?}: {status}");
-        };
-        run(
-            "mkfs.ext4",
-            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
-        );
-        let mnt = base.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        run(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "loop".as_ref(),
-                image.as_os_str(),
-                mnt.as_os_str(),
-            ],
-        );
-        Self { base }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.base.path().join("mnt")
-    }
-}
-
-impl Drop for FreshDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.root())
-            .status();
-    }
 }
 
 /// CPU time a process has used so far, user and system, in clock ticks (`/proc/<pid>/stat`).
