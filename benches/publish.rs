@@ -2,7 +2,13 @@
 //! against an in-process provider plugin, and reports NodePublishVolume latency (p50/p99),
 //! the republish fast path, and the node process's peak RSS with 110 volumes mounted.
 //!
-//! `cargo bench --bench publish -- [--volumes N] [--concurrency C] [--disk fresh-ext4|here]`
+//! `cargo bench --bench publish -- [--volumes N] [--concurrency C] [--disk fresh-ext4|here] [--api]`
+//!
+//! Local mode (the default) reads the class from a directory and writes no pod status. With
+//! `--api`, the path production takes: the class comes from a kube-apiserver (the test bed's,
+//! `KEYMOUNT_TEST_KUBECONFIG`, or one started for the run), each publish carries a real
+//! ServiceAccount token as kubelet sends it, and the pod's SecretProviderClassPodStatus is
+//! applied through the API server.
 //!
 //! The kubelet's pods directory and keymount's state live on a freshly made ext4 (a loop
 //! device, as a node's disk) unless `--disk here` puts them in `$TMPDIR`: the figures then
@@ -10,8 +16,10 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -20,6 +28,7 @@ use harness::node::{
     write_class,
 };
 use harness::plugin::{FakePlugin, Reply};
+use keymount::proto::csi::NodePublishVolumeRequest;
 
 #[path = "common/fresh_disk.rs"]
 mod fresh_disk;
@@ -29,6 +38,7 @@ struct Settings {
     volumes: usize,
     concurrency: usize,
     fresh_disk: bool,
+    api: bool,
 }
 
 fn settings() -> Settings {
@@ -44,6 +54,7 @@ fn settings() -> Settings {
         volumes: value("--volumes", 1000),
         concurrency: value("--concurrency", 32),
         fresh_disk: !args.windows(2).any(|w| w[0] == "--disk" && w[1] == "here"),
+        api: args.iter().any(|a| a == "--api"),
     }
 }
 
@@ -123,9 +134,35 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// What every publish of the run carries: the class's namespace and, in API mode, the pod's
+/// ServiceAccount tokens as kubelet sends them.
+struct Workload {
+    namespace: String,
+    tokens: Option<String>,
+}
+
+impl Workload {
+    /// Volume `n`, of a pod of its own.
+    fn request(&self, kubelet: &Path, n: usize) -> NodePublishVolumeRequest {
+        let target = kubelet_target(kubelet, &pod_uid(n), "secrets");
+        let mut req = publish_request(&format!("v{n}"), &target, "db", &self.namespace);
+        let context = &mut req.volume_context;
+        context.insert("csi.storage.k8s.io/pod.uid".into(), pod_uid(n));
+        context.insert("csi.storage.k8s.io/pod.name".into(), format!("app-{n}"));
+        if let Some(tokens) = &self.tokens {
+            context.insert(
+                "csi.storage.k8s.io/serviceAccount.tokens".into(),
+                tokens.clone(),
+            );
+        }
+        req
+    }
+}
+
 /// Runs `count` publishes (or republishes) `concurrency` at a time; returns each call's latency.
 async fn publish_all(
     node: &NodeProcess,
+    work: &Workload,
     kubelet: &Path,
     range: std::ops::Range<usize>,
     concurrency: usize,
@@ -133,8 +170,7 @@ async fn publish_all(
     let client = node.node_client().await;
     futures::stream::iter(range)
         .map(|n| {
-            let target = kubelet_target(kubelet, &pod_uid(n), "secrets");
-            let req = publish_request(&format!("v{n}"), &target, "db", "bench");
+            let req = work.request(kubelet, n);
             let mut client = client.clone();
             async move {
                 let start = Instant::now();
@@ -149,6 +185,7 @@ async fn publish_all(
 
 async fn unpublish_all(
     node: &NodeProcess,
+    work: &Workload,
     kubelet: &Path,
     range: std::ops::Range<usize>,
     concurrency: usize,
@@ -156,11 +193,11 @@ async fn unpublish_all(
     let client = node.node_client().await;
     futures::stream::iter(range)
         .map(|n| {
-            let target = kubelet_target(kubelet, &pod_uid(n), "secrets");
+            let target = work.request(kubelet, n).target_path;
             let mut client = client.clone();
             async move {
                 client
-                    .node_unpublish_volume(unpublish_request(&format!("v{n}"), &target))
+                    .node_unpublish_volume(unpublish_request(&format!("v{n}"), Path::new(&target)))
                     .await
                     .expect("unpublish");
             }
@@ -184,23 +221,30 @@ async fn main() {
         tmp.path().join("providers"),
         tmp.path().to_owned(),
     );
-    write_class(
-        &classes,
-        "bench",
-        "db",
-        "fake",
-        &[("objects", "- a\n- b\n- c")],
-    );
+    let objects = [("objects", "- a\n- b\n- c")];
+    let (work, kubeconfig) = if s.api {
+        api_workload(&objects).await
+    } else {
+        write_class(&classes, "bench", "db", "fake", &objects);
+        let local = Workload {
+            namespace: "bench".into(),
+            tokens: None,
+        };
+        (local, None)
+    };
     let reply = Reply::files(&[("user", "app"), ("password", "bench-pw"), ("tls.key", "k")]);
     let _plugin = FakePlugin::start(&providers, "fake", reply).await;
     let work_dir = tmp.path().join("node");
     std::fs::create_dir(&work_dir).unwrap();
     let node = NodeProcess::start(NodeOptions {
-        class_dir: Some(classes.clone()),
+        class_dir: kubeconfig.is_none().then(|| classes.clone()),
+        kubeconfig,
         provider_dir: Some(providers.clone()),
         args: vec![
             "--enable-secret-rotation".into(),
             "--rotation-poll-interval=1h".into(),
+            // The production default (the test harness shortens it).
+            "--api-cache-ttl=30s".into(),
         ],
         env: vec![("RUST_LOG".into(), "warn".into())],
         work_dir: Some(work_dir),
@@ -209,7 +253,12 @@ async fn main() {
     })
     .await;
     println!(
-        "keymount publish benchmark: {} volumes, concurrency {}, 3 files per volume, release build, pods and state on {}",
+        "keymount publish benchmark, {}: {} volumes, concurrency {}, 3 files per volume, release build, pods and state on {}",
+        if s.api {
+            "API mode (class from the API server, real tokens, pod status applied)"
+        } else {
+            "local mode (class from a directory, no pod status)"
+        },
         s.volumes,
         s.concurrency,
         if s.fresh_disk {
@@ -236,14 +285,14 @@ async fn main() {
         let (node_before, driver_before) = (Cpu::of(node.pid()), Cpu::of(std::process::id()));
         let machine_before = machine_ticks();
         let started = Instant::now();
-        first.extend(publish_all(&node, &kubelet, done..done + batch, s.concurrency).await);
+        first.extend(publish_all(&node, &work, &kubelet, done..done + batch, s.concurrency).await);
         wall += started.elapsed();
         let machine_after = machine_ticks();
         idle += machine_after.0 - machine_before.0;
         total += machine_after.1 - machine_before.1;
         node_cpu.add_since(node_before, Cpu::of(node.pid()));
         driver_cpu.add_since(driver_before, Cpu::of(std::process::id()));
-        unpublish_all(&node, &kubelet, done..done + batch, s.concurrency).await;
+        unpublish_all(&node, &work, &kubelet, done..done + batch, s.concurrency).await;
         done += batch;
     }
     report("NodePublishVolume (mount)", first);
@@ -260,29 +309,72 @@ async fn main() {
     );
 
     // 2. 110 volumes mounted (kubelet's default max pods), then kubelet-style republishes.
-    publish_all(&node, &kubelet, 0..110, s.concurrency).await;
+    publish_all(&node, &work, &kubelet, 0..110, s.concurrency).await;
     let mut republish = Vec::new();
     for _ in 0..(s.volumes / 110).max(1) {
-        republish.extend(publish_all(&node, &kubelet, 0..110, s.concurrency).await);
+        republish.extend(publish_all(&node, &work, &kubelet, 0..110, s.concurrency).await);
     }
     report("republish inside interval", republish);
     // The same, one call at a time: the gate's own cost without queueing behind 31 others.
     let mut sequential = Vec::new();
     for _ in 0..(s.volumes / 110).max(1) {
-        sequential.extend(publish_all(&node, &kubelet, 0..110, 1).await);
+        sequential.extend(publish_all(&node, &work, &kubelet, 0..110, 1).await);
     }
     report("republish, one at a time", sequential);
-    gate_in_process(&classes, &providers, &kubelet).await;
+    if !s.api {
+        gate_in_process(&classes, &providers, &kubelet).await;
+    }
     let pid = node.pid();
     println!(
         "peak RSS of keymount node with 110 volumes mounted: {:.1} MiB",
         peak_rss_kib(pid) as f64 / 1024.0
     );
-    unpublish_all(&node, &kubelet, 0..110, s.concurrency).await;
+    unpublish_all(&node, &work, &kubelet, 0..110, s.concurrency).await;
     assert!(
         harness::mounts::mounts_under(tmp.path()).is_empty(),
         "mount leaked"
     );
+}
+
+/// API mode: the class `db` in a fresh namespace of the API server, a ServiceAccount `app`
+/// and a token for it (audience `vault`) in kubelet's JSON; returns the workload and the
+/// kubeconfig the node uses.
+async fn api_workload(parameters: &[(&str, &str)]) -> (Workload, Option<PathBuf>) {
+    use keymount::class::{SecretProviderClass, SecretProviderClassSpec};
+    use kube::api::{Api, PostParams};
+
+    let kube = support::kube::TestKube::get();
+    kube.install_keymount_crds().await;
+    let namespace = kube.namespace("bench").await;
+    kube.create_service_account(&namespace, "app", &[]).await;
+    let class = SecretProviderClass::new(
+        "db",
+        SecretProviderClassSpec {
+            provider: Some("fake".into()),
+            parameters: Some(
+                parameters
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            secret_objects: None,
+        },
+    );
+    Api::<SecretProviderClass>::namespaced(kube.client(), &namespace)
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create the class");
+    let token = kube
+        .request_token(&namespace, "app", &["vault"], None)
+        .await;
+    let tokens = serde_json::json!({
+        "vault": {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}
+    });
+    let work = Workload {
+        namespace,
+        tokens: Some(tokens.to_string()),
+    };
+    (work, Some(kube.kubeconfig_path().to_owned()))
 }
 
 /// The rotation gate itself, without gRPC: a `VolumeService` in this process publishes 110
