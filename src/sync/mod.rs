@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod desired;
+pub mod locks;
 pub mod tls;
 
 use std::sync::Arc;
@@ -126,9 +127,9 @@ pub type FileLookup<'a> = &'a (dyn Fn(&str) -> Option<Vec<u8>> + Sync);
 pub struct SecretSync {
     client: kube::Client,
     metrics: Arc<Metrics>,
-    /// One sync at a time on this node, so two pods sharing a Secret never race on its
-    /// owner references (other nodes are handled by the resourceVersion precondition).
-    lock: tokio::sync::Mutex<()>,
+    /// One sync at a time per Secret on this node, so two pods sharing a Secret never race on
+    /// its owner references (other nodes are handled by the resourceVersion precondition).
+    locks: locks::SecretLocks,
 }
 
 impl std::fmt::Debug for SecretSync {
@@ -143,7 +144,7 @@ impl SecretSync {
         Self {
             client,
             metrics,
-            lock: tokio::sync::Mutex::new(()),
+            locks: locks::SecretLocks::default(),
         }
     }
 
@@ -164,7 +165,11 @@ impl SecretSync {
                 return Err(error);
             }
         };
-        let _guard = self.lock.lock().await;
+        let keys: Vec<String> = secrets
+            .iter()
+            .map(|secret| format!("{}/{}", target.namespace, secret.name))
+            .collect();
+        let _held = self.locks.lock_all(keys.iter().map(String::as_str)).await;
         let owners = match apply::pod_owners(&self.client, target).await {
             Ok(owners) => owners,
             Err(error) => {
