@@ -1,7 +1,11 @@
 //! Compiles the project's .proto files with a pure-Rust protobuf compiler (no protoc needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/csi.proto", "proto/provider.proto"];
+    let protos = [
+        "proto/csi.proto",
+        "proto/provider.proto",
+        "proto/pluginregistration.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

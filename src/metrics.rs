@@ -69,6 +69,7 @@ pub struct Metrics {
     sync_secret_error: Family<ProviderErrorLabels, Counter>,
     sync_duration: Hist<OsLabels>,
     state_journal_writable: Gauge,
+    kubelet_registered: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +95,7 @@ impl Metrics {
             sync_secret_error: Family::default(),
             sync_duration: Family::new_with_constructor(seconds_buckets),
             state_journal_writable: Gauge::default(),
+            kubelet_registered: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -156,7 +158,17 @@ impl Metrics {
             "1 while the volume state journal can be written; 0 while the state is kept in memory only (e.g. a full disk)",
             m.state_journal_writable.clone(),
         );
+        r.register(
+            "keymount_kubelet_registered",
+            "1 while kubelet has confirmed keymount's own registration (--register-with-kubelet); 0 before, after a refusal, and without --register-with-kubelet",
+            m.kubelet_registered.clone(),
+        );
         m
+    }
+
+    /// Whether kubelet confirmed the registration keymount serves.
+    pub fn kubelet_registered(&self, registered: bool) {
+        self.kubelet_registered.set(i64::from(registered));
     }
 
     /// Whether the volume state journal can be written (set before each scrape).

@@ -1,4 +1,5 @@
-//! Generated gRPC code for the wire contracts in `proto/`: CSI v1 and the provider API v1alpha1.
+//! Generated gRPC code for the wire contracts in `proto/`: CSI v1, the provider API v1alpha1
+//! and kubelet's plugin registration API.
 
 /// CSI v1 (`csi.v1`): the Identity and Node services kubelet calls.
 pub mod csi {
@@ -10,4 +11,11 @@ pub mod csi {
 pub mod provider {
     #![allow(missing_docs, clippy::all, missing_debug_implementations)]
     tonic::include_proto!("v1alpha1");
+}
+
+/// kubelet plugin registration (`pluginregistration.Registration`), served on
+/// `<kubelet root>/plugins_registry/<driver>-reg.sock`.
+pub mod registration {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("pluginregistration");
 }

@@ -341,26 +341,110 @@ fn the_daemonset_mounts_the_kubelet_dirs_with_the_right_propagation() {
                 "{name}: only the pods dir needs propagation: {m}"
             );
         }
-        let containers: Vec<_> = pod["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["image"].as_str().unwrap().to_owned())
-            .collect();
-        assert!(
-            containers[0].starts_with("registry.k8s.io/sig-storage/csi-node-driver-registrar:v2."),
-            "{containers:?}"
-        );
-        assert!(
-            containers[2].starts_with("registry.k8s.io/sig-storage/livenessprobe:v2."),
-            "{containers:?}"
-        );
-        let registrar_args = pod["containers"][0]["args"].to_string();
-        assert!(registrar_args.contains(&format!(
-            "--kubelet-registration-path={root_dir}/plugins/csi-secrets-store/csi.sock"
-        )));
         let probes = keymount_container(&objs);
         assert_eq!(probes["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(probes["readinessProbe"]["httpGet"]["path"], "/readyz");
+    }
+}
+
+/// By default one container: keymount registers itself (the registration directory mounted
+/// at the host's path, `--register-with-kubelet` with the CSI socket's host path) and kubelet's
+/// liveness probe asks keymount's own `/healthz`. With `linux.registrar.enabled` and
+/// `linux.livenessProbe.sidecar`, upstream's three containers, and keymount does not register.
+#[test]
+fn one_container_by_default_and_upstreams_sidecars_on_request() {
+    for (name, values) in value_sets() {
+        let objs = objects(&render::render(&values, "v1.33.0"));
+        let root_dir = values["linux"]["kubeletRootDir"]
+            .as_str()
+            .unwrap_or("/var/lib/kubelet");
+        let registrar = values["linux"]["registrar"]["enabled"] == true;
+        let sidecar = values["linux"]["livenessProbe"]["sidecar"] == true;
+        let pod = &one(&objs, "DaemonSet")["spec"]["template"]["spec"];
+        let containers = pod["containers"].as_array().unwrap();
+        let names: Vec<&str> = containers
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let image = |n: &str| {
+            containers.iter().find(|c| c["name"] == n).unwrap()["image"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let keymount = keymount_container(&objs);
+        let keymount_args = args(keymount);
+        let socket_on_host = format!("{root_dir}/plugins/csi-secrets-store/csi.sock");
+        let registration_mount = keymount["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "registration-dir");
+        if registrar {
+            assert!(
+                names.contains(&"node-driver-registrar"),
+                "{name}: {names:?}"
+            );
+            assert!(
+                image("node-driver-registrar")
+                    .starts_with("registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.")
+            );
+            let registrar_args = containers[0]["args"].to_string();
+            assert!(
+                registrar_args.contains(&format!("--kubelet-registration-path={socket_on_host}")),
+                "{name}: {registrar_args}"
+            );
+            assert!(
+                !keymount_args.contains(&"--register-with-kubelet"),
+                "{name}: two registrations of one driver"
+            );
+            assert!(registration_mount.is_none(), "{name}");
+        } else {
+            assert!(
+                !names.contains(&"node-driver-registrar"),
+                "{name}: {names:?}"
+            );
+            assert!(keymount_args.contains(&"--register-with-kubelet"), "{name}");
+            assert!(
+                keymount_args
+                    .contains(&format!("--kubelet-registration-path={socket_on_host}").as_str()),
+                "{name}: {keymount_args:?}"
+            );
+            assert_eq!(
+                registration_mount.unwrap()["mountPath"],
+                format!("{root_dir}/plugins_registry"),
+                "{name}: keymount makes <root>/plugins_registry/<driver>-reg.sock, the host's path"
+            );
+        }
+        let ports: Vec<&str> = keymount["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        if sidecar {
+            assert!(names.contains(&"liveness-probe"), "{name}: {names:?}");
+            assert!(
+                image("liveness-probe")
+                    .starts_with("registry.k8s.io/sig-storage/livenessprobe:v2.")
+            );
+            assert_eq!(
+                keymount["livenessProbe"]["httpGet"]["port"], "healthz",
+                "{name}"
+            );
+            assert_eq!(ports, ["metrics", "healthz"], "{name}");
+        } else {
+            assert!(!names.contains(&"liveness-probe"), "{name}: {names:?}");
+            assert_eq!(
+                keymount["livenessProbe"]["httpGet"]["port"], "metrics",
+                "{name}"
+            );
+            assert_eq!(ports, ["metrics"], "{name}: nothing listens on 9808");
+        }
+        let expected = 1 + usize::from(registrar) + usize::from(sidecar);
+        assert_eq!(names.len(), expected, "{name}: {names:?}");
+        if name == "default" {
+            assert_eq!(names, ["keymount"], "one container per node by default");
+        }
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::class::{ClassSource, DirectoryClasses, WatchedClasses};
 use crate::cli::NodeArgs;
+use crate::csi::registration::{self, KubeletRegistration, RegistrationSettings};
 use crate::csi::server::{self, SocketId};
 use crate::csi::{IdentityService, NodeService};
 use crate::fs::paths::Limits;
@@ -168,10 +169,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind metrics address {addr}"))?;
+    let registration = args
+        .register_with_kubelet
+        .then(|| Arc::new(KubeletRegistration::new(metrics.clone())));
     let http_state = HttpState {
         metrics,
         volumes: volumes.clone(),
         serving: serving.clone(),
+        registration: registration.clone(),
     };
     // The HTTP server outlives the CSI drain, so /readyz can say 503 while calls finish.
     let http_stop = CancellationToken::new();
@@ -187,6 +192,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         metrics = %addr,
         "serving CSI node plugin"
     );
+    // Registered only once the CSI socket is served: kubelet dials it right after GetInfo.
+    let registering = registration.map(|state| {
+        let root = args.kubelet_root_dir.path();
+        let settings = RegistrationSettings {
+            socket: RegistrationSettings::socket_path(root, &args.driver_name),
+            driver_name: args.driver_name.clone(),
+            endpoint: args
+                .kubelet_registration_path
+                .clone()
+                .unwrap_or_else(|| RegistrationSettings::default_endpoint(root, &socket)),
+            check_interval: args.registration_check_interval,
+        };
+        tokio::spawn(registration::run(settings, state, shutdown.clone()))
+    });
     let identity = IdentityService::new(&args.driver_name, volumes.clone());
     let node = NodeService::new(&args.node_id, volumes);
     let serve = server::serve(listener, identity, node, shutdown.clone());
@@ -212,6 +231,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     shutdown.cancel();
     socket_id.remove_if_same(&socket);
+    if let Some(registering) = registering {
+        // Removes the registration socket, so kubelet forgets the driver until the next start.
+        registering.await?;
+    }
     http_stop.cancel();
     http_task.await??;
     background.join(BACKGROUND_DEADLINE).await;

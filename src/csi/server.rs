@@ -4,10 +4,12 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use super::authority::{self, AuthorityTolerant};
 use super::{IdentityService, NodeService};
 use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
@@ -112,7 +114,7 @@ fn bind_private(staged: &Path, path: &Path) -> io::Result<UnixListener> {
 /// The socket file this process bound, by device, inode and change time (inode numbers are
 /// reused at once): at shutdown it is removed only if the path still names it (a new process
 /// may already serve a fresh socket there).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketId(Option<(u64, u64, i64, i64)>);
 
 impl SocketId {
@@ -140,15 +142,28 @@ pub async fn serve(
     node: NodeService,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    tonic::transport::Server::builder()
+    unix_server()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// A tonic server with the HTTP/2 limits [`authority`] enforces in front of it.
+pub fn unix_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_frame_size(authority::MAX_FRAME_SIZE)
+        .http2_max_header_list_size(authority::MAX_HEADER_LIST_SERVER)
+}
+
+/// The connections of `listener`, each behind [`AuthorityTolerant`], so that kubelet < 1.26
+/// and gRPC-core clients, which send the socket path as `:authority`, are served
+/// (`src/csi/authority.rs` says why and how).
+pub fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = io::Result<AuthorityTolerant<UnixStream>>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityTolerant::new))
 }
 
 #[cfg(test)]

@@ -173,5 +173,15 @@ pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
                 },
             }),
         ),
+        (
+            "sidecars",
+            serde_json::json!({
+                "linux": {
+                    "kubeletRootDir": "/data/kubelet",
+                    "registrar": {"enabled": true},
+                    "livenessProbe": {"sidecar": true},
+                },
+            }),
+        ),
     ]
 }
