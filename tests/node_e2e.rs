@@ -11,9 +11,9 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use render::{TEST_SERVER_VERSION, objects, render_in};
 use serde_json::{Value, json};
@@ -235,7 +235,8 @@ async fn exec_until(
 /// The chart on a real node, end to end, in one sequence (the chart's cluster-wide objects
 /// exist once): the DaemonSet's single container registers keymount with kubelet; a pod's
 /// inline volume of a Vault class gets its files (OpenBao's auth/kubernetes reviewing the
-/// kubelet-requested pod token), read with `kubectl exec`; the class's synced Secret feeds
+/// kubelet-requested pod token), read with `kubectl exec`; a pod of a ServiceAccount Vault does
+/// not trust stays ContainerCreating with a FailedMount event; the class's synced Secret feeds
 /// another pod's `env.valueFrom`; kubelet's republish rotates the file in the running
 /// container; deleting the pods unpublishes and leaves no mount; uninstalling leaves no mount
 /// and no registration socket.
@@ -382,6 +383,53 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         "rotation reached the container {:.0?} after the write",
         rotated_at.elapsed()
     );
+
+    // --- a ServiceAccount Vault does not trust: ContainerCreating and an event ---------------
+    kube.create_service_account(&app, "intruder", &[]).await;
+    let mut intruder = volume_pod("intruder");
+    intruder["spec"]["serviceAccountName"] = json!("intruder");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &app);
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(intruder).unwrap(),
+    )
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &app);
+    let lp = ListParams::default().fields("involvedObject.name=intruder");
+    let mut refused = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while refused.is_none() && std::time::Instant::now() < deadline {
+        refused = events
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find_map(|e| {
+                (e.reason.as_deref() == Some("FailedMount")).then(|| e.message.unwrap_or_default())
+            });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let message = refused.unwrap_or_else(|| {
+        panic!(
+            "no FailedMount event for the intruder:\n{}",
+            node.describe(&app, "intruder")
+        )
+    });
+    let _ = writeln!(std::io::stderr(), "intruder's event: {message}");
+    assert!(
+        message.to_lowercase().contains("denied"),
+        "the event does not say the login was denied: {message}"
+    );
+    let phase = pods.get("intruder").await.unwrap().status.unwrap().phase;
+    assert_eq!(
+        phase.as_deref(),
+        Some("Pending"),
+        "the intruder's pod started"
+    );
+    node.delete_pod(&client, &app, "intruder", Duration::from_secs(60))
+        .await;
 
     // --- deleting the pods unpublishes -----------------------------------------------------
     node.delete_pod(&client, &app, "env", Duration::from_secs(60))
