@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # keymount's image: one static binary (musl, the release profile of Cargo.toml: the build the
-# benchmark measures), on a base image with nothing else in it.
+# benchmark measures) with a CA bundle and nothing else. scripts/image builds the same image
+# without a daemon (an OCI archive; `scripts/image --help`).
 #
 #   docker build -t ghcr.io/keymount/keymount:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/keymount/keymount:0.1.0 .
@@ -32,10 +33,16 @@ RUN case "$TARGETARCH" in \
     fi \
     && cargo build --release --locked --bin keymount --target "$target" \
     && cp "target/$target/release/keymount" /keymount
+# The image's file tree, the same one scripts/image assembles without a daemon: the binary,
+# Debian's CA bundle, passwd/group (root, nonroot 65532), /tmp.
+COPY scripts/image scripts/image
+RUN scripts/image rootfs /rootfs /keymount
 
 # No shell, no package manager, no libc: the binary is static. It runs as root because
-# mount(2) needs it (the DaemonSet is privileged for the same reason).
-FROM gcr.io/distroless/static-debian12
-COPY --from=build /keymount /usr/local/bin/keymount
+# mount(2) needs it (the DaemonSet is privileged for the same reason). scripts/image reads
+# this stage's ENV, ENTRYPOINT and CMD for its own archive: keep them on one line each.
+FROM scratch
+COPY --from=build /rootfs/ /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 ENTRYPOINT ["/usr/local/bin/keymount"]
 CMD ["node"]

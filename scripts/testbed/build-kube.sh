@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager v1.20.2 from Debian bookworm's own
-# source package and caches them at /var/cache/keymount-testbed/v1.20.2/bin/.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubelet v1.20.2 from Debian
+# bookworm's own source package and caches them at /var/cache/keymount-testbed/v1.20.2/bin/.
 #
-# A later run finds the cache (and its marker) and returns in well under a second.
+# A later run finds the cache (and its marker, which names the binaries it holds) and returns in
+# well under a second. A cache made before a binary was added to the set (its marker does not
+# name it) is extended: only the missing binaries are built.
 # /etc/apt is never touched: the deb-src line lives in a private apt config.
 #
 # Environment:
@@ -16,20 +18,26 @@ CACHE_ROOT=${KEYMOUNT_TESTBED_CACHE:-/var/cache/keymount-testbed}
 CACHE=$CACHE_ROOT/$KUBE_VERSION
 BIN=$CACHE/bin
 MARKER=$CACHE/.complete
-BINARIES=(kube-apiserver kube-controller-manager)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+# The cache key: the marker's "binaries=" field must name exactly this set.
+KEY="binaries=${BINARIES[*]}"
+KEY=${KEY// /,}
 
 say() { echo "build-kube: $*" >&2; }
 die() { echo "build-kube: ERROR: $*" >&2; exit 1; }
 
+# Which binaries this run has to build: all of them, or (an older cache) the missing ones.
+cached() {
+    [[ -f $MARKER ]] && grep -qF -- "$KEY" "$MARKER" || return 1
+    local b
+    for b in "${BINARIES[@]}"; do [[ -x $BIN/$b ]] || return 1; done
+}
+if cached; then
+    say "cached: $BIN ($(cat "$MARKER"))"
+    exit 0
+fi
 if [[ -f $MARKER ]]; then
-    ok=1
-    for b in "${BINARIES[@]}"; do [[ -x $BIN/$b ]] || ok=0; done
-    if [[ $ok == 1 ]]; then
-        say "cached: $BIN ($(cat "$MARKER"))"
-        exit 0
-    fi
-    say "cache marker present but binaries missing; rebuilding"
-    rm -f "$MARKER"
+    say "cache in $CACHE predates the set ${BINARIES[*]}; building what is missing"
 fi
 
 # --- prerequisites -----------------------------------------------------------------------
@@ -59,8 +67,14 @@ exec 9>"$CACHE/.lock"
 if ! flock -n 9; then
     say "another build holds $CACHE/.lock; waiting for it"
     flock 9
-    if [[ -f $MARKER ]]; then say "cached by the other build: $BIN"; exit 0; fi
+    if cached; then say "cached by the other build: $BIN"; exit 0; fi
 fi
+# Under the lock: an old marker stays valid for the binaries it built; keep those.
+MISSING=()
+for b in "${BINARIES[@]}"; do
+    if [[ -f $MARKER && -x $BIN/$b ]]; then continue; fi
+    MISSING+=("$b")
+done
 
 # --- source --------------------------------------------------------------------------------
 WORK=${KEYMOUNT_TESTBED_WORK:-}
@@ -181,13 +195,15 @@ EOF
 fi
 
 # --- build ---------------------------------------------------------------------------------
-say "building ${BINARIES[*]} (several minutes on 2 cores; log: $WORK/make.log)"
+say "building ${MISSING[*]} (several minutes on 2 cores; log: $WORK/make.log)"
 start=$(date +%s)
 (
     cd "$TREE"
     export GOPROXY=off GOFLAGS= GO111MODULE= CGO_ENABLED=0 HOME=$WORK/home GOCACHE=$WORK/gocache
     mkdir -p "$HOME"
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+    what=""
+    for b in "${MISSING[@]}"; do what+=" cmd/$b"; done
+    make WHAT="${what# }"
 ) >"$WORK/make.log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do
@@ -202,13 +218,15 @@ fi
 say "built in $(($(date +%s) - start))s"
 
 mkdir -p "$BIN"
-for b in "${BINARIES[@]}"; do
+for b in "${MISSING[@]}"; do
     src=$TREE/_output/bin/$b
     [[ -x $src ]] || src=$(ls "$TREE"/_output/local/bin/*/*/"$b" 2>/dev/null | head -1)
     [[ -n $src && -x $src ]] || die "build finished but $b not found under $TREE/_output"
     install -m 0755 "$src" "$BIN/$b.tmp" && mv -f "$BIN/$b.tmp" "$BIN/$b"
 done
-"$BIN/kube-apiserver" --version >&2 || die "built kube-apiserver does not run"
-echo "$KUBE_VERSION from kubernetes=$DEB_VERSION, $(go version | awk '{print $3}'), $(date -u +%FT%TZ)" >"$MARKER"
+for b in "${MISSING[@]}"; do
+    "$BIN/$b" --version >&2 || die "built $b does not run"
+done
+echo "$KUBE_VERSION from kubernetes=$DEB_VERSION, $(go version | awk '{print $3}'), $(date -u +%FT%TZ), $KEY" >"$MARKER"
 say "cached at $BIN"
 if [[ $cleanup_work == 1 ]]; then rm -rf "$WORK"; fi

@@ -16,6 +16,12 @@ ours() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/"
 }
 
+# A node next to this API server (node-up.sh) goes first: it needs the API server to delete
+# its Node object, and its mounts must be gone before anyone removes DIR.
+if [[ -d $DIR/node ]]; then
+    "$(dirname "$0")/node-down.sh" "$DIR" || say "node-down.sh $DIR failed"
+fi
+
 stopped=0
 for name in kube-controller-manager kube-apiserver etcd; do
     pidfile=$DIR/$name.pid

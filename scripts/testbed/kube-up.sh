@@ -61,7 +61,7 @@ fi
 
 # --- certificates --------------------------------------------------------------------------
 PKI=$DIR/pki
-if [[ ! -f $PKI/.complete ]]; then
+if [[ ! -f $PKI/.complete || ! -f $PKI/apiserver-kubelet-client.crt ]]; then
     say "generating CA, serving, client and service-account keys in $PKI"
     rm -rf "$PKI" && mkdir -p "$PKI" && chmod 700 "$PKI"
     (
@@ -85,6 +85,8 @@ if [[ ! -f $PKI/.complete ]]; then
             'extendedKeyUsage=clientAuth')
         leaf admin "/O=system:masters/CN=keymount-testbed-admin" "$client_ext"
         leaf controller-manager "/O=system:masters/CN=system:kube-controller-manager" "$client_ext"
+        # kube-apiserver's client certificate towards kubelets (exec, logs, port-forward).
+        leaf apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client_ext"
         ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
         ossl pkey -in sa.key -pubout -out sa.pub
         chmod 600 ./*.key
@@ -153,11 +155,14 @@ start kube-apiserver "$BIN/kube-apiserver" \
     --api-audiences=https://kubernetes.default.svc \
     --authorization-mode=Node,RBAC \
     --feature-gates=CSIServiceAccountToken=true \
-    --disable-admission-plugins=ServiceAccount \
+    --disable-admission-plugins=ServiceAccount,TaintNodesByCondition \
     --enable-admission-plugins=NamespaceLifecycle,LimitRanger,DefaultStorageClass,ResourceQuota,DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
     --service-cluster-ip-range=10.0.0.0/24 \
     --endpoint-reconciler-type=none \
     --allow-privileged=true --profiling=false \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=Hostname \
     --v=1
 # Ports are bound once /healthz answers at all (even 'not ready'); release the lock then.
 wait_for kube-apiserver 60 curl -s --max-time 2 -o /dev/null -k "https://127.0.0.1:$API_PORT/healthz" \

@@ -7,6 +7,7 @@
 pub mod kube;
 pub mod moto;
 pub mod mount_input;
+pub mod node;
 pub mod openbao;
 pub mod postgres;
 pub mod proc;

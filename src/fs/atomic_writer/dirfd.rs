@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::NixPath;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags, openat, readlinkat, renameat, renameat2};
+use nix::fcntl::{OFlag, openat, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat};
 
@@ -205,13 +205,10 @@ impl DirFd {
 
     /// Atomically exchanges the entries `a` and `b` (both must exist).
     pub fn exchange(&self, a: &str, b: &str) -> io::Result<()> {
-        Ok(renameat2(
-            &self.fd,
-            a,
-            &self.fd,
-            b,
-            RenameFlags::RENAME_EXCHANGE,
-        )?)
+        // renameat2(2) through rustix's raw syscall: nix wraps it for glibc only, and the
+        // image's binary is built for musl.
+        rustix::fs::renameat_with(&self.fd, a, &self.fd, b, rustix::fs::RenameFlags::EXCHANGE)?;
+        Ok(())
     }
 
     /// Removes the entry `name` and, if it is a directory, everything below it. Symlinks are
