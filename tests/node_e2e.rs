@@ -273,6 +273,8 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
     values["enableSecretRotation"] = json!(true);
     values["rotationPollInterval"] = json!("5s");
     values["syncSecret"] = json!({"enabled": true});
+    // kubelet 1.20 never sends the pod's fsGroup (docs/INSTALL.md, "Non-root pods").
+    values["fsGroupFromPod"] = json!(true);
     let ds_pod = install_chart(node, &client, &sys, &values).await;
     let containers = Api::<Pod>::namespaced(client.clone(), &sys)
         .get(&ds_pod)
@@ -429,6 +431,46 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         "the intruder's pod started"
     );
     node.delete_pod(&client, &app, "intruder", Duration::from_secs(60))
+        .await;
+
+    // --- a non-root pod with fsGroup reads its 0600 file ----------------------------------
+    let private = json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "private", "namespace": app},
+        "spec": {
+            "provider": "vault",
+            "parameters": {
+                "vaultAddress": bao.addr(),
+                "roleName": "web",
+                "objects": "- {objectName: password, secretPath: secret/data/web, secretKey: password, filePermission: 0600}",
+            },
+        },
+    });
+    apply(&client, &private).await;
+    let mut nonroot = volume_pod("nonroot");
+    nonroot["spec"]["securityContext"] =
+        json!({"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000});
+    nonroot["spec"]["volumes"][0]["csi"]["volumeAttributes"]["secretProviderClass"] =
+        json!("private");
+    node.run_pod(&client, &nonroot, Duration::from_secs(120))
+        .await;
+    let read = node
+        .exec(
+            &app,
+            "nonroot",
+            &[
+                "sh",
+                "-c",
+                "id -u; cat /mnt/secrets/password; echo; stat -L -c '%a %g' /mnt/secrets/password",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        ["1000", "rotated-by-republish", "640 2000"],
+        "uid 1000 in fsGroup 2000 reads its 0600 secret, group-owned and group-readable"
+    );
+    node.delete_pod(&client, &app, "nonroot", Duration::from_secs(60))
         .await;
 
     // --- deleting the pods unpublishes -----------------------------------------------------

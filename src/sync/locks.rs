@@ -51,7 +51,9 @@ impl SecretLocks {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lock>> {
-        self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
