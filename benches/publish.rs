@@ -249,7 +249,6 @@ async fn main() {
         env: vec![("RUST_LOG".into(), "warn".into())],
         work_dir: Some(work_dir),
         kubelet_root: Some(kubelet.clone()),
-        ..Default::default()
     })
     .await;
     println!(
