@@ -65,7 +65,8 @@ async fn version_key(
     })
 }
 
-/// How long shutdown waits for background work (event writes, watches) after the calls.
+/// How long shutdown waits for background work (event writes, the journal retry, the
+/// registration check) after the calls.
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How often a volume state journal that could not be written is tried again.
