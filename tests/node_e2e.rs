@@ -50,7 +50,7 @@ async fn the_test_node_runs_a_host_network_pod_and_exec_reaches_it() {
     assert!(out.starts_with("hello from "), "exec output: {out:?}");
     assert_eq!(out.lines().nth(1), Some("0"), "exec output: {out:?}");
 
-    node.delete_pod(&client, &ns, "shell", Duration::from_secs(60))
+    node.delete_pod(&client, &ns, "shell", Duration::from_secs(150))
         .await;
 }
 
@@ -275,7 +275,7 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
     values["syncSecret"] = json!({"enabled": true});
     // kubelet 1.20 never sends the pod's fsGroup (docs/INSTALL.md, "Non-root pods").
     values["fsGroupFromPod"] = json!(true);
-    let ds_pod = install_chart(node, &client, &sys, &values).await;
+    let mut ds_pod = install_chart(node, &client, &sys, &values).await;
     let containers = Api::<Pod>::namespaced(client.clone(), &sys)
         .get(&ds_pod)
         .await
@@ -430,7 +430,7 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         Some("Pending"),
         "the intruder's pod started"
     );
-    node.delete_pod(&client, &app, "intruder", Duration::from_secs(60))
+    node.delete_pod(&client, &app, "intruder", Duration::from_secs(150))
         .await;
 
     // --- a non-root pod with fsGroup reads its 0600 file ----------------------------------
@@ -470,13 +470,72 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         ["1000", "rotated-by-republish", "640 2000"],
         "uid 1000 in fsGroup 2000 reads its 0600 secret, group-owned and group-readable"
     );
-    node.delete_pod(&client, &app, "nonroot", Duration::from_secs(60))
+    node.delete_pod(&client, &app, "nonroot", Duration::from_secs(150))
         .await;
 
+    // --- keymount's container killed: the running pod keeps its files, and the next keymount
+    // rotates them ------------------------------------------------------------------------
+    let system_pods: Api<Pod> = Api::namespaced(client.clone(), &sys);
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    system_pods.delete(&ds_pod, &now).await.unwrap();
+    let old = ds_pod.clone();
+    let lp = ListParams::default().labels("app.kubernetes.io/name=keymount");
+    let mut replacement = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while replacement.is_none() && std::time::Instant::now() < deadline {
+        // While keymount is away, the running pod still reads its files.
+        let kept = node
+            .exec(&app, "web", &["cat", "/mnt/secrets/password"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kept, "rotated-by-republish",
+            "files kept while keymount is down"
+        );
+        replacement = system_pods
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find_map(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let name = p.metadata.name?;
+                (ready && name != old).then_some(name)
+            });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    ds_pod = replacement.expect("the DaemonSet's new keymount pod is ready within 120 s");
+    bao.kv2_put(
+        "secret",
+        "web",
+        json!({"password": "after-keymount-restarted"}),
+    )
+    .await;
+    let seen = exec_until(
+        node,
+        &app,
+        "web",
+        &["cat", "/mnt/secrets/password"],
+        "after-keymount-restarted",
+        Duration::from_secs(150),
+    )
+    .await;
+    assert_eq!(
+        seen, "after-keymount-restarted",
+        "the restarted keymount ({ds_pod}) rotates the running pod's files"
+    );
+
     // --- deleting the pods unpublishes -----------------------------------------------------
-    node.delete_pod(&client, &app, "env", Duration::from_secs(60))
+    node.delete_pod(&client, &app, "env", Duration::from_secs(150))
         .await;
-    node.delete_pod(&client, &app, "web", Duration::from_secs(60))
+    node.delete_pod(&client, &app, "web", Duration::from_secs(150))
         .await;
     let unmounted = wait_until(Duration::from_secs(30), || async {
         pod_mounts(node).is_empty()
@@ -492,7 +551,7 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
     node.run_pod(&client, &volume_pod("web2"), Duration::from_secs(120))
         .await;
     assert_eq!(pod_mounts(node).len(), 1, "{:?}", pod_mounts(node));
-    node.delete_pod(&client, &app, "web2", Duration::from_secs(60))
+    node.delete_pod(&client, &app, "web2", Duration::from_secs(150))
         .await;
     uninstall(&client, &sys).await;
     let gone = wait_until(Duration::from_secs(60), || {

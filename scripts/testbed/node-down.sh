@@ -86,13 +86,14 @@ if [[ -f $NODE/host-paths ]]; then
                 ;;
         esac
     done
-    mv -f "$NODE/host-paths" "$NODE/host-paths.restored"
+    # The watchdog and kube-down.sh may both get here; the first one's rename wins.
+    mv -f "$NODE/host-paths" "$NODE/host-paths.restored" 2>/dev/null || true
 fi
 if [[ -f $NODE/host-sysctls ]]; then
     while IFS= read -r kv; do
         [[ -n $kv ]] && sysctl -q -w "$kv" >/dev/null 2>&1 || say "could not restore sysctl $kv"
     done <"$NODE/host-sysctls"
-    mv -f "$NODE/host-sysctls" "$NODE/host-sysctls.restored"
+    mv -f "$NODE/host-sysctls" "$NODE/host-sysctls.restored" 2>/dev/null || true
 fi
 # Large and useless after the run: images and snapshots.
 rm -rf --one-file-system "$CD/root" "$CD/state" 2>/dev/null || true

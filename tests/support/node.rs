@@ -255,7 +255,8 @@ impl TestNode {
         api.get(name).await.expect("get running pod")
     }
 
-    /// Deletes pod `ns/name` and waits until it is gone (kubelet tore it down).
+    /// Deletes pod `ns/name` and waits until it is gone (kubelet tore it down). kubelet 1.20
+    /// may confirm the deletion only at its next pod sync, a minute after the containers died.
     pub async fn delete_pod(&self, client: &kube::Client, ns: &str, name: &str, timeout: Duration) {
         let api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let _ = api.delete(name, &DeleteParams::default()).await;
