@@ -63,16 +63,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// CPU time a process has used so far, user and system, in clock ticks (`/proc/<pid>/stat`).
 #[derive(Debug, Default, Clone, Copy)]
 struct Cpu {
@@ -326,7 +316,7 @@ async fn main() {
     let pid = node.pid();
     println!(
         "peak RSS of keymount node with 110 volumes mounted: {:.1} MiB",
-        peak_rss_kib(pid) as f64 / 1024.0
+        support::proc::memory_kib(pid, "VmHWM") as f64 / 1024.0
     );
     unpublish_all(&node, &work, &kubelet, 0..110, s.concurrency).await;
     assert!(

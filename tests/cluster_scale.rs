@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use keymount::class::{SecretProviderClass, SecretProviderClassSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
 use support::kube::TestKube;
+use support::proc::memory_kib;
 
 const VOLUMES: usize = 110;
 const CLASSES: usize = 20;
@@ -105,16 +106,6 @@ async fn populate(kube: &TestKube, accounts: usize, classes: usize) {
         "populated {accounts} ServiceAccounts and {classes} classes in {namespaces} namespaces in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// Kilobytes of `field` (`VmRSS`, `VmHWM`) of process `pid`.
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// The API server's own metric `name`, summed over the series whose labels contain every one

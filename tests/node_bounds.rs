@@ -5,6 +5,7 @@
 
 mod harness;
 mod store_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -290,17 +291,6 @@ async fn api_server_bodies_never_reach_the_logs() {
     );
 }
 
-/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib * 1024
-}
-
 #[tokio::test]
 async fn a_store_streaming_a_gigabyte_leaves_the_node_small() {
     use store_support::{Answer, Store, login_ok, unsigned_jwt};
@@ -321,7 +311,7 @@ async fn a_store_streaming_a_gigabyte_leaves_the_node_small() {
     )
     .unwrap();
     let node = NodeProcess::start(bed.options(&["--max-call-recv-msg-size=1048576"])).await;
-    let before = peak_rss(node.pid());
+    let before = support::proc::memory_kib(node.pid(), "VmHWM") * 1024;
     let target = bed.target(1);
     let mut req = publish_request("big", &target, "big", "shop");
     let token = unsigned_jwt("shop", "app");
@@ -340,7 +330,7 @@ async fn a_store_streaming_a_gigabyte_leaves_the_node_small() {
         err.message()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    let after = peak_rss(node.pid());
+    let after = support::proc::memory_kib(node.pid(), "VmHWM") * 1024;
     assert!(
         after < before + (64 << 20),
         "peak RSS grew from {} MiB to {} MiB",

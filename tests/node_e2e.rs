@@ -202,11 +202,7 @@ fn keymount_rss_kib(node: &TestNode) -> Option<u64> {
             && args.iter().any(|a| a == "node")
             && args.iter().any(|a| a.contains(&root))
         {
-            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            return status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok());
+            return support::proc::status_kib(&entry.path(), "VmRSS");
         }
     }
     None

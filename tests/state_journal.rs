@@ -4,6 +4,7 @@
 //! publishes with distinct volume ids leave the node's memory flat.
 
 mod harness;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -207,15 +208,6 @@ async fn a_full_state_disk_at_start_still_serves_and_says_so() {
     drop(node);
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Publishes `count` volumes with distinct ids whose class does not exist (the lock is taken,
 /// then the lookup fails), 16 at a time.
 async fn failed_publishes(node: &NodeProcess, from: usize, count: usize, target: &Path) {
@@ -249,10 +241,10 @@ async fn sixty_thousand_failed_publishes_keep_memory_flat() {
     let target = bed.target(1);
     failed_publishes(&node, 0, 8_000, &target).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = rss_kib(node.pid());
+    let before = support::proc::memory_kib(node.pid(), "VmRSS");
     failed_publishes(&node, 8_000, 60_000, &target).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = rss_kib(node.pid());
+    let after = support::proc::memory_kib(node.pid(), "VmRSS");
     // A lock kept per failed id costs ≥ 360 bytes: 60,000 of them are over 20 MiB.
     assert!(
         after.saturating_sub(before) < 4 * 1024,

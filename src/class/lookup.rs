@@ -89,11 +89,6 @@ impl ApiClasses {
         }
     }
 
-    /// Classes held now (for tests and benchmarks).
-    pub fn cached(&self) -> usize {
-        self.cache.len()
-    }
-
     async fn read(
         &self,
         namespace: &str,

@@ -113,3 +113,19 @@ where
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Kibibytes of memory field `field` (`VmRSS`, `VmHWM`) of the process whose `/proc` directory
+/// is `proc_dir` (`/proc/<pid>`).
+pub fn status_kib(proc_dir: &Path, field: &str) -> Option<u64> {
+    std::fs::read_to_string(proc_dir.join("status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// [`status_kib`] of process `pid`, which must be running.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    status_kib(Path::new(&format!("/proc/{pid}")), field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}

@@ -55,14 +55,10 @@ impl KubeLookups {
         &self.node
     }
 
-    /// The API client the lookups use.
-    pub fn client(&self) -> Client {
-        self.client.clone()
-    }
-
-    /// ServiceAccounts whose role is held now (for tests).
-    pub fn cached_accounts(&self) -> usize {
-        self.roles.len()
+    /// The same lookups with each answer reused for `ttl` instead (nothing is cached yet).
+    #[must_use]
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        Self::new(self.client, &self.node, ttl)
     }
 
     /// The IRSA role ARN annotated on ServiceAccount `namespace/name`. Only a role is kept: a

@@ -145,9 +145,7 @@ impl AwsProvider {
     /// Keeps each ServiceAccount role and the node region read from the API server for `ttl`.
     #[must_use]
     pub fn with_lookup_ttl(mut self, ttl: std::time::Duration) -> Self {
-        self.kube = self
-            .kube
-            .map(|kube| KubeLookups::new(kube.client(), &self.node, ttl));
+        self.kube = self.kube.map(|kube| kube.with_ttl(ttl));
         self
     }
 
