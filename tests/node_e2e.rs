@@ -4,6 +4,13 @@
 //! Needs root, containerd and runc (scripts/deps.sh), kubelet (scripts/testbed/build-kube.sh)
 //! and the images (scripts/image, run by the harness). Run: `./scripts/test --test node_e2e`.
 
+#[path = "node_e2e/chart.rs"]
+mod chart;
+#[path = "node_e2e/faults.rs"]
+mod faults;
+#[path = "harness/plugin.rs"]
+#[allow(dead_code)]
+mod plugin;
 #[path = "chart/render.rs"]
 mod render;
 mod support;
@@ -11,18 +18,17 @@ mod support;
 use std::io::Write;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+use chart::{
+    CHART, apply, exec_until, install_chart, keymount_log, keymount_rss_kib, kill_ds_pod,
+    node_values, pod_mounts, ready_ds_pod, uninstall, wait_event,
 };
-use render::{TEST_SERVER_VERSION, objects, render_in};
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde_json::json;
 use support::kube::TestKube;
 use support::node::TestNode;
 use support::openbao::OpenBao;
 use support::proc::wait_until;
-
-const MANAGER: &str = "keymount-node-test";
 
 /// The test bed's node runs a pod: the scheduler binds it, kubelet starts it in containerd
 /// from the imported test box image, and `kubectl exec` (API server → kubelet by hostname →
@@ -54,180 +60,6 @@ async fn the_test_node_runs_a_host_network_pod_and_exec_reaches_it() {
         .await;
 }
 
-// --- keymount's chart on the node ------------------------------------------------------------
-
-/// Server-side applies `obj` through discovery of its kind.
-async fn apply(client: &kube::Client, obj: &Value) {
-    let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", obj["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap());
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
-        .await
-        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
-    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let name = obj["metadata"]["name"].as_str().unwrap();
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", obj["kind"]));
-}
-
-/// The chart's values for the test node: the imported image (never pulled), kubelet's root
-/// dir, provider dirs under the node's dir (no host path outside it), the API server on the
-/// loopback (no kube-proxy: the `kubernetes` Service's IP leads nowhere) with a projected
-/// ServiceAccount token (the bed runs no ServiceAccount admission), OpenBao on the loopback.
-fn node_values(node: &TestNode, kube: &TestKube) -> Value {
-    let (repository, tag) = node.keymount_image().rsplit_once(':').unwrap();
-    let port = kube.api_url().rsplit(':').next().unwrap().to_string();
-    json!({
-        "fullnameOverride": "keymount",
-        "metricsPort": support::proc::free_port(),
-        "allowedStoreAddresses": ["127.0.0.1"],
-        "linux": {
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-            "kubeletRootDir": node.root_dir,
-            "providersDir": node.dir.join("providers"),
-            "additionalProvidersDirs": [],
-            "env": [
-                {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
-                {"name": "KUBERNETES_SERVICE_PORT", "value": port},
-            ],
-            "volumes": [{
-                "name": "kube-api-access",
-                "projected": {"sources": [
-                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
-                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
-                ]},
-            }],
-            "volumeMounts": [{
-                "name": "kube-api-access",
-                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-                "readOnly": true,
-            }],
-        },
-    })
-}
-
-/// Renders the chart (Helm SDK) with `values` into `ns`, applies every object, and waits for
-/// the DaemonSet's pod on the node to be Running and ready. Returns the pod's name.
-async fn install_chart(node: &TestNode, client: &kube::Client, ns: &str, values: &Value) -> String {
-    let mut objs = objects(&render_in(values, TEST_SERVER_VERSION, ns, true));
-    // kubelet probes a hostNetwork pod at the node's InternalIP, the VM's first address,
-    // which nothing may send traffic to here: probe the loopback instead.
-    // No CNI on the test node: the DaemonSet's pod runs in the host's network namespace.
-    for obj in objs.iter_mut().filter(|o| o["kind"] == "DaemonSet") {
-        obj["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
-        for c in obj["spec"]["template"]["spec"]["containers"]
-            .as_array_mut()
-            .unwrap()
-        {
-            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-                if c[probe]["httpGet"].is_object() {
-                    c[probe]["httpGet"]["host"] = json!("127.0.0.1");
-                }
-            }
-        }
-    }
-    for obj in &objs {
-        apply(client, obj).await;
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels("app.kubernetes.io/name=keymount");
-    let ready = wait_until(Duration::from_secs(120), || {
-        let pods = pods.clone();
-        let lp = lp.clone();
-        async move {
-            pods.list(&lp).await.ok().is_some_and(|l| {
-                l.items.iter().any(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
-            })
-        }
-    })
-    .await;
-    let list = pods.list(&lp).await.unwrap();
-    let name = list
-        .items
-        .first()
-        .and_then(|p| p.metadata.name.clone())
-        .unwrap_or_else(|| panic!("no DaemonSet pod in {ns}"));
-    assert!(
-        ready,
-        "keymount's DaemonSet pod {ns}/{name} not ready within 120 s:\n{}\nkubelet:\n{}",
-        node.describe(ns, &name),
-        node.log_tail("kubelet", 30)
-    );
-    name
-}
-
-/// Mount points below kubelet's pods dir on the host (the volumes keymount published).
-fn pod_mounts(node: &TestNode) -> Vec<String> {
-    let prefix = format!("{}/", node.root_dir.join("pods").display());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix) && m.contains("kubernetes.io~csi"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Resident memory (KiB) of the keymount process serving this node (its command line names
-/// the node's kubelet root dir), from /proc.
-fn keymount_rss_kib(node: &TestNode) -> Option<u64> {
-    let root = node.root_dir.display().to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("/keymount"))
-            && args.iter().any(|a| a == "node")
-            && args.iter().any(|a| a.contains(&root))
-        {
-            return support::proc::status_kib(&entry.path(), "VmRSS");
-        }
-    }
-    None
-}
-
-/// Polls `kubectl exec` of `cmd` until its output is `want` (trimmed) or `timeout` passes;
-/// returns the last output.
-async fn exec_until(
-    node: &TestNode,
-    ns: &str,
-    pod: &str,
-    cmd: &[&str],
-    want: &str,
-    timeout: Duration,
-) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let out = node.exec(ns, pod, cmd).unwrap_or_else(|e| e);
-        if out.trim() == want || std::time::Instant::now() >= deadline {
-            return out.trim().to_string();
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
 /// The chart on a real node, end to end, in one sequence (the chart's cluster-wide objects
 /// exist once): the DaemonSet's single container registers keymount with kubelet; a pod's
 /// inline volume of a Vault class gets its files (OpenBao's auth/kubernetes reviewing the
@@ -238,6 +70,7 @@ async fn exec_until(
 /// and no registration socket.
 #[tokio::test]
 async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up() {
+    let _chart = CHART.lock().await;
     let kube = TestKube::get();
     let node = TestNode::get();
     let client = kube.client();
@@ -370,11 +203,7 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         seen,
         "rotated-by-republish",
         "no rotation within 150 s\nkeymount log:\n{}",
-        String::from_utf8_lossy(
-            &node
-                .kubectl(&["logs", "-n", &sys, &ds_pod, "--tail=30"])
-                .stdout
-        )
+        keymount_log(node, &sys, &ds_pod)
     );
     let _ = writeln!(
         std::io::stderr(),
@@ -393,23 +222,16 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
     )
     .await
     .unwrap();
-    let events: Api<Event> = Api::namespaced(client.clone(), &app);
-    let lp = ListParams::default().fields("involvedObject.name=intruder");
-    let mut refused = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while refused.is_none() && std::time::Instant::now() < deadline {
-        refused = events
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find_map(|e| {
-                (e.reason.as_deref() == Some("FailedMount")).then(|| e.message.unwrap_or_default())
-            });
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let message = refused.unwrap_or_else(|| {
+    let message = wait_event(
+        &client,
+        &app,
+        "intruder",
+        "FailedMount",
+        |_| true,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap_or_else(|| {
         panic!(
             "no FailedMount event for the intruder:\n{}",
             node.describe(&app, "intruder")
@@ -471,14 +293,8 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
 
     // --- keymount's container killed: the running pod keeps its files, and the next keymount
     // rotates them ------------------------------------------------------------------------
-    let system_pods: Api<Pod> = Api::namespaced(client.clone(), &sys);
-    let now = DeleteParams {
-        grace_period_seconds: Some(0),
-        ..DeleteParams::default()
-    };
-    system_pods.delete(&ds_pod, &now).await.unwrap();
+    kill_ds_pod(&client, &sys, &ds_pod).await;
     let old = ds_pod.clone();
-    let lp = ListParams::default().labels("app.kubernetes.io/name=keymount");
     let mut replacement = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while replacement.is_none() && std::time::Instant::now() < deadline {
@@ -490,21 +306,9 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
             kept, "rotated-by-republish",
             "files kept while keymount is down"
         );
-        replacement = system_pods
-            .list(&lp)
+        replacement = ready_ds_pod(&client, &sys, Some(&old))
             .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find_map(|p| {
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                let name = p.metadata.name?;
-                (ready && name != old).then_some(name)
-            });
+            .and_then(|p| p.metadata.name);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     ds_pod = replacement.expect("the DaemonSet's new keymount pod is ready within 120 s");
@@ -567,18 +371,4 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         pod_mounts(node),
         registration.exists()
     );
-}
-
-/// Deletes what the chart installed in `ns` (the DaemonSet first) and its cluster-wide objects.
-async fn uninstall(client: &kube::Client, ns: &str) {
-    use k8s_openapi::api::apps::v1::DaemonSet;
-    use k8s_openapi::api::storage::v1::CSIDriver;
-    let dp = DeleteParams::foreground();
-    Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .delete("keymount", &dp)
-        .await
-        .expect("delete DaemonSet");
-    let _ = Api::<CSIDriver>::all(client.clone())
-        .delete("secrets-store.csi.k8s.io", &DeleteParams::default())
-        .await;
 }

@@ -275,15 +275,21 @@ serializeImagePulls: false
 volumeStatsAggPeriod: 0s
 EOF
 say "starting kubelet (node $NAME, root dir $ROOT, port $KUBELET_PORT)"
-start kubelet "$BIN/kubelet" \
-    --config="$NODE/kubelet-config.yaml" \
-    --kubeconfig="$NODE/kubelet.kubeconfig" \
-    --root-dir="$ROOT" --cert-dir="$NODE/kubelet-pki" --volume-plugin-dir="$NODE/flexvolume" \
-    --hostname-override="$NAME" \
-    --register-with-taints=keymount.dev/test-node=:NoSchedule \
-    --container-runtime=remote --container-runtime-endpoint="unix://$CD/containerd.sock" \
-    --runtime-request-timeout=2m \
+# The command line is kept in DIR/node/kubelet.sh: node-restart-kubelet.sh starts it again.
+cat >"$NODE/kubelet.sh" <<EOF
+#!/bin/sh
+exec "$BIN/kubelet" \\
+    --config="$NODE/kubelet-config.yaml" \\
+    --kubeconfig="$NODE/kubelet.kubeconfig" \\
+    --root-dir="$ROOT" --cert-dir="$NODE/kubelet-pki" --volume-plugin-dir="$NODE/flexvolume" \\
+    --hostname-override="$NAME" \\
+    --register-with-taints=keymount.dev/test-node=:NoSchedule \\
+    --container-runtime=remote --container-runtime-endpoint="unix://$CD/containerd.sock" \\
+    --runtime-request-timeout=2m \\
     --v=2
+EOF
+chmod 0755 "$NODE/kubelet.sh"
+start kubelet "$NODE/kubelet.sh"
 healthz() { curl -sf --max-time 2 "http://127.0.0.1:$HEALTHZ_PORT/healthz" -o /dev/null; }
 wait_for 60 healthz || fail_start kubelet
 
@@ -306,6 +312,7 @@ export KEYMOUNT_NODE_DIR=$NODE
 export KEYMOUNT_NODE_ROOT_DIR=$ROOT
 export KEYMOUNT_NODE_CONTAINERD=$CD/containerd.sock
 export KEYMOUNT_NODE_KUBELET_PORT=$KUBELET_PORT
+export KEYMOUNT_NODE_KUBELET_HEALTHZ_PORT=$HEALTHZ_PORT
 EOF
 mv -f "$NODE/env.tmp" "$NODE/env"
 

@@ -189,6 +189,21 @@ impl FakePlugin {
         self.state.lock().unwrap().mounts
     }
 
+    /// Mount requests received so far about pod `name` (its `csi.storage.k8s.io/pod.name`
+    /// attribute).
+    pub fn mount_calls_for_pod(&self, name: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.attributes)
+                    .is_ok_and(|a| a["csi.storage.k8s.io/pod.name"] == name)
+            })
+            .count()
+    }
+
     /// The last Mount request received.
     pub fn last_request(&self) -> Option<MountRequest> {
         self.state.lock().unwrap().requests.last().cloned()

@@ -155,6 +155,49 @@ impl TestNode {
             .unwrap_or_else(|e| panic!("run {}: {e}", self.kubectl.display()))
     }
 
+    /// `kubectl ARGS`: stdout and stderr as text (for failure messages).
+    pub fn kubectl_text(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Restarts the node's kubelet (`scripts/testbed/node-restart-kubelet.sh`): pods,
+    /// containers and mounts stay; returns once its healthz answers again.
+    pub fn restart_kubelet(&self) {
+        let kube_dir = self.dir.parent().expect("DIR/node");
+        let out = Command::new(repo_root().join("scripts/testbed/node-restart-kubelet.sh"))
+            .arg(kube_dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/testbed/node-restart-kubelet.sh");
+        assert!(
+            out.status.success(),
+            "node-restart-kubelet.sh failed ({}):\n{}",
+            out.status,
+            self.log_tail("kubelet", 30)
+        );
+    }
+
+    /// Tags image `from` as `to` in the node's containerd (a new image reference for the same
+    /// content, as a registry tag would be).
+    pub fn tag_image(&self, from: &str, to: &str) {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.containerd)
+            .args(["-n", "k8s.io", "images", "tag", "--force", from, to])
+            .output()
+            .expect("run ctr images tag");
+        assert!(
+            out.status.success(),
+            "ctr images tag {from} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `kubectl exec` of `cmd` in `pod`'s first container; its stdout, or an error with stderr.
     pub fn exec(&self, ns: &str, pod: &str, cmd: &[&str]) -> Result<String, String> {
         let mut args = vec!["exec", "-n", ns, pod, "--"];
@@ -274,12 +317,7 @@ impl TestNode {
 
     /// `kubectl describe pod` (status and events), for failure messages.
     pub fn describe(&self, ns: &str, name: &str) -> String {
-        let out = self.kubectl(&["describe", "pod", "-n", ns, name]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        self.kubectl_text(&["describe", "pod", "-n", ns, name])
     }
 
     /// The last lines of one of the node's logs (`kubelet`, `containerd`, `kube-scheduler`).
