@@ -1,6 +1,9 @@
 //! keymount on a real node: containerd, kubelet and kube-scheduler v1.20.2 next to the test
 //! API server (`tests/support/node.rs`), pods a real kubelet creates, read with `kubectl exec`.
 //!
+//! Two chart sequences, one after the other (the chart's cluster-wide objects exist once): the
+//! Vault one below, and the AWS, external plugin and faults one in `node_e2e/faults.rs`.
+//!
 //! Needs root, containerd and runc (scripts/deps.sh), kubelet (scripts/testbed/build-kube.sh)
 //! and the images (scripts/image, run by the harness). Run: `./scripts/test --test node_e2e`.
 
