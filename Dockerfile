@@ -27,7 +27,7 @@ RUN case "$TARGETARCH" in \
     esac \
     && rustup target add "$target" \
     && if [ "$TARGETARCH" = arm64 ] && [ "$(uname -m)" != aarch64 ]; then \
-        apt-get update && apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu \
+        apt-get update && apt-get install -y --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
         && export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
                   CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc; \
     fi \

@@ -63,6 +63,12 @@ pub fn inspect(target: &Target) -> Result<Found, MountError> {
     let Some(open) = target.open()? else {
         return Ok(Found::Absent);
     };
+    // A first publish mostly finds a bare directory: statx says so (no mount of any kind at
+    // the path) without reading the mount table, whose size grows with every mount on the
+    // node. Anything mounted there, or an older kernel, goes through the table.
+    if let Ok(Some(false)) = open.is_mount_root() {
+        return Ok(Found::Directory(open));
+    }
     let at = table::at_path(open.resolved(), open.pods_dir())
         .map_err(MountError::io("read the mount table for", target))?;
     match at {

@@ -311,6 +311,21 @@ impl OpenTarget {
         open_dir_nofollow(&self.via_fd())
     }
 
+    /// Whether the target is the root of a mount, from `statx` through the pinned parent
+    /// (`STATX_ATTR_MOUNT_ROOT`: set for any mount, bind mounts of the same filesystem
+    /// included). `None` when the kernel does not report the attribute (before 5.8).
+    pub fn is_mount_root(&self) -> io::Result<Option<bool>> {
+        use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
+        let st = statx(
+            &self.parent,
+            "mount",
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+            StatxFlags::TYPE,
+        )?;
+        let known = st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT);
+        Ok(known.then(|| st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)))
+    }
+
     /// The metadata of the pinned parent directory (the volume's directory).
     pub fn parent_metadata(&self) -> io::Result<std::fs::Metadata> {
         self.parent.metadata()

@@ -133,3 +133,35 @@ fn symlinks_below_the_root_are_refused_and_nothing_is_created() {
         "nothing made outside"
     );
 }
+
+/// statx's mount-root attribute, which lets a first publish skip the mount table, sees a bind
+/// mount of a directory of the same filesystem (same device number as the parent) as a mount.
+#[test]
+fn a_bind_mount_of_the_same_filesystem_is_a_mount_root() {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let dir = tempfile::tempdir().unwrap();
+    let root = KubeletRoot::new(dir.path()).unwrap();
+    let target = root
+        .parse(root.target_of(UID, "a").to_str().unwrap())
+        .unwrap();
+    let pinned = target.create().unwrap();
+    assert_eq!(
+        pinned.is_mount_root().unwrap(),
+        Some(false),
+        "a bare directory"
+    );
+
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    mount(
+        Some(&elsewhere),
+        pinned.resolved(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind mount (needs root)");
+    let seen = pinned.is_mount_root();
+    umount2(pinned.resolved(), MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(seen.unwrap(), Some(true), "a same-filesystem bind mount");
+}
