@@ -32,9 +32,9 @@ pub(super) async fn pod_fs_group(
         })?;
     if pod.metadata.uid.as_deref() != Some(uid) {
         return Err(PublishError::PodMismatch {
-                pod: pod_id,
-                why: "its UID is not the one kubelet publishes the volume for (the pod was replaced); retry".into(),
-            });
+            pod: pod_id,
+            why: "its UID is not the one kubelet publishes the volume for (the pod was replaced); retry".into(),
+        });
     }
     let Some(gid) = pod
         .spec
