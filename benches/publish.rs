@@ -399,8 +399,7 @@ async fn gate_in_process(classes: &Path, providers: &Path, kubelet: &Path) {
             dirs: vec![providers.to_owned()],
             ..PluginSettings::default()
         }))),
-        None,
-        VolumeStates::load(None).unwrap(),
+        VolumeStates::load(None).await.unwrap(),
         Arc::new(Metrics::new()),
     );
     let request = |n: usize| {

@@ -24,7 +24,7 @@ use crate::provider::{Providers, builtin};
 use crate::shutdown::Background;
 use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
-use crate::volume::{NodeConfig, VolumeService};
+use crate::volume::{KubeReporter, NodeConfig, VolumeService};
 
 /// A client for the API server: from `--kubeconfig`, else in-cluster/inferred.
 pub async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
@@ -81,7 +81,7 @@ async fn retry_journal(volumes: Arc<VolumeService>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                volumes.states().retry_journal();
+                volumes.states().retry_journal().await;
             }
         }
     }
@@ -124,7 +124,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let providers = builtin::register(Providers::new(plugins), &args, kube.clone(), version_key)?;
     tracing::info!(builtin = ?providers.builtin_names().collect::<Vec<_>>(), "providers ready");
-    let states = VolumeStates::load(Some(state_dir))?;
+    let states = VolumeStates::load(Some(state_dir)).await?;
     // --tmpfs-size bounds a volume's set; the tmpfs holds two of them (old and new).
     let limits = Limits {
         max_total_bytes: args.tmpfs_size,
@@ -156,16 +156,22 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         config,
         classes,
         Arc::new(providers),
-        kube,
         states,
         metrics.clone(),
     );
-    if let Some(sync) = sync {
-        tracing::info!("Secret sync on: secretObjects are mirrored into Kubernetes Secrets");
-        volumes = volumes.with_secret_sync(sync);
+    if let Some(client) = kube {
+        let mut reporter =
+            KubeReporter::new(client.clone(), &args.node_id).in_background(background.clone());
+        if let Some(sync) = sync {
+            tracing::info!("Secret sync on: secretObjects are mirrored into Kubernetes Secrets");
+            reporter = reporter.with_secret_sync(sync);
+        }
+        volumes = volumes
+            .with_reporter(Arc::new(reporter))
+            .with_pod_reads(client);
     }
-    let volumes = Arc::new(volumes.with_background(background.clone()));
-    volumes.recover();
+    let volumes = Arc::new(volumes);
+    volumes.recover().await;
     background.spawn(retry_journal(volumes.clone(), shutdown.clone()));
 
     let serving = Arc::new(AtomicBool::new(false));

@@ -194,3 +194,54 @@ fn remove_empty(target: &Target, open: &OpenTarget) -> Result<(), MountError> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::{self, KubeletRoot};
+
+    const UID: &str = "0b2e1f4c-0000-4000-8000-000000000001";
+
+    fn tmpfs_at(path: &std::path::Path) {
+        std::fs::create_dir_all(path).unwrap();
+        mount::mount_tmpfs(path, Some(1 << 20)).expect("mount tmpfs (the tests run as root)");
+    }
+
+    #[test]
+    fn stacked_mounts_are_peeled_and_the_directory_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(dir.path()).unwrap();
+        let path = root.target_of(UID, "secrets");
+        tmpfs_at(&path);
+        tmpfs_at(&path);
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        unmount_and_remove(&target).unwrap();
+        assert!(!path.exists());
+        // Again, and on a path never published: nothing to do.
+        unmount_and_remove(&target).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(dir.path()).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        tmpfs_at(&elsewhere);
+        let path = root.target_of(UID, "secrets");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        let error = unmount_and_remove(&target).unwrap_err();
+        assert!(
+            matches!(error, MountError::Target(TargetError::Symlink { .. })),
+            "{error}"
+        );
+        assert!(
+            mount::is_mount_point(&elsewhere).unwrap(),
+            "the mount the symlink points at is untouched"
+        );
+        assert!(path.is_symlink(), "the symlink stays");
+        assert!(mount::unmount(&elsewhere).unwrap());
+    }
+}

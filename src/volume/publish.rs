@@ -1,25 +1,16 @@
-//! NodePublishVolume: validate (the target under the kubelet root), find the class and
-//! provider, then mount, fill and record (`fill.rs`). A republish of a mounted volume goes
-//! through the rotation gate instead.
+//! A NodePublishVolume call: the request the CSI layer hands over, its validation (the
+//! target under the kubelet root, the capability, the volume context, the tokens, the
+//! fsGroup), what a publish did and the provider its metrics are labelled with. The call
+//! itself is `service/publish.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
 
-use chrono::Utc;
-
-use super::VolumeService;
-use super::blocking::off_runtime;
 use super::context::{RedactedContext, VolumeContext};
-use super::pod_status::{self, PodStatusInput};
-use super::service::{MIN_ROTATION_INTERVAL, REFRESH_ANNOTATION, ROTATION_INTERVAL_ANNOTATION};
 use super::state::VolumeRecord;
-use crate::class::SecretProviderClass;
 use crate::fs::group::FsGroup;
-use crate::mount::{Found, KubeletRoot, Target, owned};
+use crate::mount::{KubeletRoot, Target};
+use crate::provider::ServiceAccountTokens;
 use crate::provider::tokens::TOKENS_KEY;
-use crate::provider::{MountInput, MountOutput, Provider, ServiceAccountTokens};
 use crate::redact::Redacted;
 
 pub use super::fetch::{fetch_checked, mount_attributes};
@@ -81,16 +72,44 @@ pub enum PublishOutcome {
     RotationFailed,
 }
 
-/// The validated parts of a request.
-struct Validated {
-    target: Target,
-    context: VolumeContext,
-    tokens: ServiceAccountTokens,
-    /// The pod's fsGroup, when kubelet sent one.
-    group: Option<FsGroup>,
+/// The provider label of a publish's metrics: the provider the class resolved to, or the one
+/// a mounted volume's record names; `unknown` before either is known. Never whatever a class
+/// names: only a provider that exists (built in, or a socket the admin installed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ProviderLabel {
+    Unknown,
+    Known(String),
 }
 
-fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, PublishError> {
+impl ProviderLabel {
+    /// The label of a publish that got as far as finding `record`.
+    pub(super) fn of_record(record: Option<&VolumeRecord>) -> Self {
+        record.map_or(Self::Unknown, |r| Self::Known(r.provider.clone()))
+    }
+
+    /// The metrics `provider` label.
+    pub(super) fn as_label(&self) -> &str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Known(name) => name,
+        }
+    }
+}
+
+/// The validated parts of a request.
+pub(super) struct Validated {
+    pub(super) target: Target,
+    pub(super) context: VolumeContext,
+    pub(super) tokens: ServiceAccountTokens,
+    /// The pod's fsGroup, when kubelet sent one.
+    pub(super) group: Option<FsGroup>,
+}
+
+/// Checks every field of `req` before anything is looked up, created or mounted.
+pub(super) fn validate(
+    req: &PublishRequest,
+    root: &KubeletRoot,
+) -> Result<Validated, PublishError> {
     if req.volume_id.is_empty() {
         return Err(PublishError::MissingField("volume_id"));
     }
@@ -129,256 +148,4 @@ fn validate(req: &PublishRequest, root: &KubeletRoot) -> Result<Validated, Publi
         tokens,
         group,
     })
-}
-
-impl VolumeService {
-    /// Publishes one volume. See the module docs for the steps.
-    #[tracing::instrument(skip_all, fields(volume.id = %req.volume_id))]
-    pub async fn publish(&self, req: PublishRequest) -> Result<PublishOutcome, PublishError> {
-        let started = Instant::now();
-        let mut provider_name = String::from("unknown");
-        let result = self.publish_inner(&req, &mut provider_name).await;
-        let seconds = started.elapsed().as_secs_f64();
-        match &result {
-            Ok(outcome) => {
-                self.metrics.publish(&provider_name, None, seconds);
-                tracing::debug!(?outcome, seconds, "publish done");
-            }
-            Err(error) => {
-                self.metrics
-                    .publish(&provider_name, Some(error.reason()), seconds);
-                tracing::warn!(%error, "publish failed");
-            }
-        }
-        result
-    }
-
-    async fn publish_inner(
-        &self,
-        req: &PublishRequest,
-        provider_name: &mut String,
-    ) -> Result<PublishOutcome, PublishError> {
-        let v = validate(req, &self.config.kubelet_root)?;
-        let _guard = self
-            .locks
-            .try_lock(&req.volume_id)
-            .ok_or_else(|| PublishError::Busy(req.volume_id.clone()))?;
-
-        // What is at the target decides: a mount keymount may not take is refused here. A
-        // volume keymount recorded at this target (a republish) is checked without reading the
-        // whole mount table while it is still a read-write tmpfs.
-        let target = v.target.clone();
-        let record = self.states.get(&req.volume_id);
-        let known = record
-            .as_ref()
-            .filter(|r| r.target_path == v.target.path())
-            .and_then(|r| r.device);
-        let found = off_runtime(move || match known {
-            Some(device) => owned::inspect_recorded(&target, device),
-            None => owned::inspect(&target),
-        })
-        .await?;
-        let mounted = matches!(found, Found::Tmpfs { .. });
-        let record = record.filter(|_| mounted);
-        // The group the files belong to: the one sent, else the one the volume has (an older
-        // kubelet never sends it, and a republish must not take it away).
-        let recorded = record.as_ref().and_then(|r| r.fs_group);
-        if let (Some(sent), Some(had)) = (v.group, recorded)
-            && sent != had
-        {
-            return Err(PublishError::FsGroupChanged {
-                volume: req.volume_id.clone(),
-                had,
-                sent,
-            });
-        }
-        // A volume published before its group was known gets it at this republish.
-        let regroup = record.is_some() && v.group.is_some() && recorded.is_none();
-        if let Some(record) = &record {
-            *provider_name = record.provider.clone();
-            if self.config.rotation_interval.is_none() && !regroup {
-                return Ok(PublishOutcome::Skipped);
-            }
-        }
-
-        let class_id = format!("{}/{}", v.context.pod_namespace, v.context.class);
-        let class = self
-            .classes
-            .get(&v.context.pod_namespace, &v.context.class)
-            .await?;
-        if let Some(record) = &record
-            && !regroup
-            && !self.rotation_due(record, &class)
-        {
-            return Ok(PublishOutcome::Skipped);
-        }
-        let name = class
-            .spec
-            .provider
-            .clone()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| PublishError::ClassWithoutProvider {
-                class: class_id.clone(),
-            })?;
-        let parameters = class
-            .spec
-            .parameters
-            .clone()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| PublishError::ClassWithoutParameters {
-                class: class_id.clone(),
-            })?;
-        let provider =
-            self.providers
-                .resolve(&name)
-                .map_err(|source| PublishError::ResolveProvider {
-                    class: class_id.clone(),
-                    source,
-                })?;
-        // The metrics label: only a provider that exists (built in, or a socket the admin
-        // installed), never whatever a class names.
-        *provider_name = name.clone();
-
-        let attributes = mount_attributes(
-            parameters,
-            &req.volume_context,
-            (&name, provider.as_ref()),
-            &self.config.overrides,
-        )
-        .map_err(|source| PublishError::VolumeAttribute {
-            class: class_id.clone(),
-            source,
-        })?;
-        let input = MountInput {
-            class: class_id.clone(),
-            attributes,
-            tokens: v.tokens,
-            secrets: req.secrets.clone(),
-            target_path: v.target.path().to_owned(),
-            permission: DEFAULT_PERMISSION,
-            current_versions: record
-                .as_ref()
-                .map(|r| r.versions.clone())
-                .unwrap_or_default(),
-        };
-        let group = match (v.group.or(recorded), &record) {
-            (Some(group), _) => Some(group),
-            (None, Some(_)) => None,
-            (None, None) => self.group_from_pod(&v.context).await?,
-        };
-        let work = Work {
-            req,
-            target: v.target.path(),
-            group,
-            context: &v.context,
-            class: &class,
-            class_id: &class_id,
-            provider_name: &name,
-            provider: provider.as_ref(),
-            input: &input,
-        };
-        match record {
-            Some(record) => Ok(self.rotate(&work, &record).await),
-            None => self.first_mount(&work, &v.target, found).await,
-        }
-    }
-
-    /// True when a mounted volume's content should be fetched again (also when its pod
-    /// status could not be written at the last fetch: the fetch writes it again). Neither a
-    /// class's interval nor a store's lease brings fetches closer than
-    /// [`MIN_ROTATION_INTERVAL`]; only a new refresh stamp (an explicit, on-demand refresh)
-    /// does.
-    fn rotation_due(&self, record: &VolumeRecord, class: &SecretProviderClass) -> bool {
-        if record.status_stale {
-            return true;
-        }
-        let now = Utc::now();
-        let annotations = class.metadata.annotations.as_ref();
-        let stamp = annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned();
-        if stamp != record.refresh_stamp {
-            return true;
-        }
-        let floor = chrono::Duration::from_std(MIN_ROTATION_INTERVAL).expect("a second fits");
-        if record.fetched_at + floor > now {
-            return false;
-        }
-        if record.refresh_before.is_some_and(|t| t <= now) {
-            return true;
-        }
-        let class_interval = annotations
-            .and_then(|a| a.get(ROTATION_INTERVAL_ANNOTATION))
-            .and_then(|v| humantime::parse_duration(v).ok());
-        if class_interval.is_some_and(|i| i < MIN_ROTATION_INTERVAL) {
-            tracing::warn!(
-                class = %format!("{}/{}", record.pod_namespace, record.class),
-                annotation = ROTATION_INTERVAL_ANNOTATION,
-                floor = ?MIN_ROTATION_INTERVAL,
-                "the class's rotation interval is below the floor; the floor applies"
-            );
-        }
-        let interval = class_interval
-            .or(self.config.rotation_interval)
-            .unwrap_or_default()
-            .max(MIN_ROTATION_INTERVAL);
-        let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
-        record.fetched_at + interval <= now
-    }
-
-    pub(super) async fn fetch(&self, work: &Work<'_>) -> Result<MountOutput, PublishError> {
-        fetch_checked(
-            work.provider,
-            work.input,
-            work.provider_name,
-            self.config.provider_timeout,
-            &self.config.limits,
-        )
-        .await
-    }
-
-    pub(super) async fn record_pod_status(
-        &self,
-        work: &Work<'_>,
-        output: &MountOutput,
-    ) -> Result<(), PublishError> {
-        let (Some(client), Some(pod_name), Some(pod_uid)) = (
-            self.kube.as_ref(),
-            work.context.pod_name.as_deref(),
-            work.context.pod_uid.as_deref(),
-        ) else {
-            return Ok(());
-        };
-        let input = PodStatusInput {
-            node_id: &self.config.node_id,
-            namespace: &work.context.pod_namespace,
-            pod_name,
-            pod_uid,
-            class: &work.context.class,
-            target_path: &work.target.to_string_lossy(),
-            versions: &output.versions,
-        };
-        pod_status::apply(client, &input)
-            .await
-            .map_err(|source| PublishError::UpdatePodStatus {
-                name: pod_status::object_name(
-                    pod_name,
-                    &work.context.pod_namespace,
-                    &work.context.class,
-                ),
-                source: source.into(),
-            })
-    }
-}
-
-/// Everything one publish works with, resolved.
-pub(super) struct Work<'a> {
-    pub(super) req: &'a PublishRequest,
-    pub(super) target: &'a Path,
-    /// The group the volume's files belong to (the pod's fsGroup).
-    pub(super) group: Option<FsGroup>,
-    pub(super) context: &'a VolumeContext,
-    pub(super) class: &'a Arc<SecretProviderClass>,
-    pub(super) class_id: &'a str,
-    pub(super) provider_name: &'a str,
-    pub(super) provider: &'a dyn Provider,
-    pub(super) input: &'a MountInput,
 }

@@ -1,18 +1,22 @@
 //! What keymount remembers about each published volume: in memory for the republish fast
 //! path, and in the state directory's journal (`journal.rs`) so a restarted process can
-//! unpublish and keep rotating. Metadata only: never a secret value or token.
+//! unpublish and keep rotating. Metadata only: never a secret value or token. The journal has
+//! one writer, a thread of its own (`state_writer.rs`): its appends and rewrites never run on
+//! the async runtime's workers, and a change returns once it is written.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::journal::{self, Journal};
 use crate::fs::group::FsGroup;
 use crate::provider::ObjectVersion;
+
+#[path = "state_writer.rs"]
+mod writer;
 
 /// The record of one published volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,90 +82,102 @@ fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// volumes mounted meanwhile (their next republish mounts afresh over the same target).
 #[derive(Debug)]
 pub struct VolumeStates {
-    /// Held while a change is appended and applied, so the file and the map agree in order.
-    journal: Option<Mutex<Slot>>,
+    shared: Arc<Shared>,
+    /// The journal's one writer; `None` keeps the records in memory only.
+    writer: Option<writer::Writer>,
+}
+
+/// What every caller reads and only the writer (or, without a journal, the caller) changes.
+#[derive(Debug)]
+struct Shared {
     records: RwLock<HashMap<String, Arc<VolumeRecord>>>,
     /// False while the journal cannot be written.
     writable: AtomicBool,
 }
 
-/// The journal of a state directory, when it can be written.
-#[derive(Debug)]
-struct Slot {
-    dir: PathBuf,
-    open: Option<Journal>,
+impl Shared {
+    fn new(records: HashMap<String, VolumeRecord>, writable: bool) -> Self {
+        Self {
+            records: RwLock::new(records.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            writable: AtomicBool::new(writable),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
+        self.records.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
+        self.records.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_writable(&self, writable: bool) {
+        self.writable.store(writable, Ordering::Release);
+    }
 }
 
-/// Runs file work that can take a while (a rewrite of every record) without holding up the
-/// other tasks of the runtime worker it is called on: on the multi-threaded runtime, the
-/// worker's tasks move to another thread while `work` runs. Appends (one small write(2) into
-/// the page cache, no fsync) stay inline: a hop to the blocking pool would cost more than they
-/// do. Elsewhere (a current-thread runtime in tests, or no runtime) it runs inline.
-fn heavy<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
+/// One change of the records: appended to the journal, then applied in memory.
+#[derive(Debug, Clone)]
+enum Change {
+    Put(Arc<VolumeRecord>),
+    Remove(String),
+}
+
+impl Change {
+    /// False for a change that changes nothing (the removal of an unknown volume), which is
+    /// not written.
+    fn matters(&self, records: &HashMap<String, Arc<VolumeRecord>>) -> bool {
+        match self {
+            Self::Put(_) => true,
+            Self::Remove(volume_id) => records.contains_key(volume_id),
         }
-        _ => work(),
+    }
+
+    fn apply(self, records: &mut HashMap<String, Arc<VolumeRecord>>) {
+        match self {
+            Self::Put(record) => {
+                records.insert(record.volume_id.clone(), record);
+            }
+            Self::Remove(volume_id) => {
+                records.remove(&volume_id);
+            }
+        }
     }
 }
 
 impl VolumeStates {
     /// Loads the records kept in `dir` (created if missing) and starts its journal afresh
-    /// from them. `None` keeps state in memory only. Unreadable lines are skipped; a journal
-    /// that cannot be written (a full disk) leaves the records in memory and is retried. Only
-    /// an error reading an existing journal stops the start (serving without the records
-    /// and then rewriting the journal would lose them).
-    pub fn load(dir: Option<PathBuf>) -> Result<Self, StateError> {
+    /// from them, on the journal's writer thread. `None` keeps state in memory only.
+    /// Unreadable lines are skipped; a journal that cannot be written (a full disk) leaves the
+    /// records in memory and is retried. Only an error reading an existing journal stops the
+    /// start (serving without the records and then rewriting the journal would lose them).
+    pub async fn load(dir: Option<PathBuf>) -> Result<Self, StateError> {
         let Some(dir) = dir else {
             return Ok(Self {
-                journal: None,
-                records: RwLock::default(),
-                writable: AtomicBool::new(true),
+                shared: Arc::new(Shared::new(HashMap::new(), true)),
+                writer: None,
             });
         };
-        let (records, open) = match std::fs::create_dir_all(&dir) {
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "cannot create the volume state directory; serving with the volume state in memory, retried at every change");
-                (HashMap::new(), None)
-            }
-            Ok(()) => {
-                let read = journal::read_journal(&dir).map_err(at("read", &dir))?;
-                if read.skipped > 0 {
-                    tracing::warn!(dir = %dir.display(), skipped = read.skipped, "unreadable volume state lines skipped; the rewritten journal drops them");
-                }
-                let open = match heavy(|| Journal::create(&dir, read.records.values())) {
-                    Ok(journal) => Some(journal),
-                    Err(error) => {
-                        tracing::warn!(dir = %dir.display(), %error, "cannot write the volume state journal (disk full?); serving with the volume state in memory, retried at every change");
-                        None
-                    }
-                };
-                (read.records, open)
-            }
-        };
-        tracing::info!(volumes = records.len(), dir = %dir.display(), journal_writable = open.is_some(), "volume state loaded");
+        let (writer, shared) = writer::Writer::start(dir).await?;
         Ok(Self {
-            writable: AtomicBool::new(open.is_some()),
-            journal: Some(Mutex::new(Slot { dir, open })),
-            records: RwLock::new(records.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            shared,
+            writer: Some(writer),
         })
     }
 
     /// The record of `volume_id`, if it is published.
     pub fn get(&self, volume_id: &str) -> Option<Arc<VolumeRecord>> {
-        self.read().get(volume_id).cloned()
+        self.shared.read().get(volume_id).cloned()
     }
 
     /// Every record (for rotation and sync after a restart).
     pub fn all(&self) -> Vec<Arc<VolumeRecord>> {
-        self.read().values().cloned().collect()
+        self.shared.read().values().cloned().collect()
     }
 
     /// Number of published volumes.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.shared.read().len()
     }
 
     /// True when no volume is published.
@@ -171,109 +187,34 @@ impl VolumeStates {
 
     /// False while the journal cannot be written (the records are in memory only).
     pub fn journal_writable(&self) -> bool {
-        self.writable.load(Ordering::Acquire)
+        self.shared.writable.load(Ordering::Acquire)
     }
 
     /// Stores a record: appended to the journal first (when it can be), then kept in memory.
-    pub fn put(&self, record: VolumeRecord) {
-        let record = Arc::new(record);
-        let kept = Arc::clone(&record);
-        self.change(
-            |journal| journal.put(&record),
-            |records| {
-                records.insert(kept.volume_id.clone(), kept);
-            },
-        );
+    pub async fn put(&self, record: VolumeRecord) {
+        self.change(Change::Put(Arc::new(record))).await;
     }
 
     /// Forgets a volume; one that is not known writes nothing.
-    pub fn remove(&self, volume_id: &str) {
-        if !self.read().contains_key(volume_id) {
-            return;
-        }
-        self.change(
-            |journal| journal.remove(volume_id),
-            |records| {
-                records.remove(volume_id);
-            },
-        );
+    pub async fn remove(&self, volume_id: &str) {
+        self.change(Change::Remove(volume_id.to_owned())).await;
     }
 
     /// Writes the journal afresh from memory if it could not be written before; true when it
     /// is writable now. Called at every change and periodically by the node.
-    pub fn retry_journal(&self) -> bool {
-        let Some(slot) = &self.journal else {
-            return true;
-        };
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.open.is_none() {
-            let records = self.read();
-            self.reopen(&mut slot, &records);
-        }
-        slot.open.is_some()
-    }
-
-    /// Appends with `write` and applies `apply` under the journal lock; rewrites the journal
-    /// when dead lines pile up. A failed append or rewrite keeps the change in memory and
-    /// leaves the journal to be written afresh at the next change (see the type's docs).
-    fn change(
-        &self,
-        write: impl FnOnce(&mut Journal) -> std::io::Result<()>,
-        apply: impl FnOnce(&mut HashMap<String, Arc<VolumeRecord>>),
-    ) {
-        let Some(slot) = &self.journal else {
-            apply(&mut self.write());
-            return;
-        };
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let written = slot.open.as_mut().map(write);
-        let mut records = self.write();
-        apply(&mut records);
-        match written {
-            None => self.reopen(&mut slot, &records),
-            Some(Err(error)) => {
-                let path = slot.dir.join(journal::JOURNAL_FILE);
-                tracing::warn!(path = %path.display(), %error, "cannot append to the volume state journal; the volume state is kept in memory and the journal retried");
-                slot.open = None;
-                self.writable.store(false, Ordering::Release);
-            }
-            Some(Ok(())) => {
-                let journal = slot.open.as_mut().expect("written, so open");
-                if journal.wants_rewrite(records.len())
-                    && let Err(error) = heavy(|| journal.rewrite(records.values().map(Arc::as_ref)))
-                {
-                    // The file is as it was: the change itself is written.
-                    tracing::warn!(path = %journal.path().display(), %error, "cannot rewrite the volume state journal");
-                }
-            }
+    pub async fn retry_journal(&self) -> bool {
+        match &self.writer {
+            None => true,
+            Some(writer) => writer.retry().await,
         }
     }
 
-    /// Tries to write the journal afresh from `records`.
-    fn reopen(&self, slot: &mut Slot, records: &HashMap<String, Arc<VolumeRecord>>) {
-        let made = heavy(|| {
-            std::fs::create_dir_all(&slot.dir)?;
-            Journal::create(&slot.dir, records.values().map(Arc::as_ref))
-        });
-        match made {
-            Ok(journal) => {
-                tracing::info!(path = %journal.path().display(), volumes = records.len(), "volume state journal written again");
-                slot.open = Some(journal);
-                self.writable.store(true, Ordering::Release);
-            }
-            Err(error) => {
-                tracing::debug!(dir = %slot.dir.display(), %error, "volume state journal still not writable");
-                self.writable.store(false, Ordering::Release);
-            }
+    /// Hands `change` to the writer and waits until it is written and applied.
+    async fn change(&self, change: Change) {
+        match &self.writer {
+            None => change.apply(&mut self.shared.write()),
+            Some(writer) => writer.change(change).await,
         }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
-        self.records.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<VolumeRecord>>> {
-        self.records.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::mount;
+use crate::volume::journal;
 
 fn record(id: &str) -> VolumeRecord {
     VolumeRecord {
@@ -71,16 +72,16 @@ impl Drop for TinyFs {
     }
 }
 
-#[test]
-fn records_survive_a_reload_and_removal_sticks() {
+#[tokio::test]
+async fn records_survive_a_reload_and_removal_sticks() {
     let dir = tempfile::tempdir().unwrap();
-    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-    states.put(record("csi-1/../x"));
-    states.put(record("csi-2"));
-    states.remove("csi-2");
-    states.remove("never-published");
+    let states = VolumeStates::load(Some(dir.path().into())).await.unwrap();
+    states.put(record("csi-1/../x")).await;
+    states.put(record("csi-2")).await;
+    states.remove("csi-2").await;
+    states.remove("never-published").await;
 
-    let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let reloaded = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     assert_eq!(reloaded.len(), 1);
     assert_eq!(
         reloaded.get("csi-1/../x").unwrap(),
@@ -97,22 +98,22 @@ fn records_survive_a_reload_and_removal_sticks() {
     );
 }
 
-#[test]
-fn the_fs_group_survives_a_reload_and_journals_without_it_stay_readable() {
+#[tokio::test]
+async fn the_fs_group_survives_a_reload_and_journals_without_it_stay_readable() {
     let dir = tempfile::tempdir().unwrap();
     // A line written before records had a group (an older keymount).
     let old = r#"{"put":{"volumeId":"csi-old","targetPath":"/t","podNamespace":"ns","class":"c","provider":"vault","versions":[],"fetchedAt":"2026-01-01T00:00:00Z"}}"#;
     std::fs::write(journal_path(dir.path()), format!("{old}\n")).unwrap();
-    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let states = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     assert_eq!(states.get("csi-old").unwrap().fs_group, None);
     let mut grouped = record("csi-2000");
     grouped.fs_group = Some(crate::fs::group::FsGroup::parse("2000").unwrap());
-    states.put(grouped);
+    states.put(grouped).await;
 
     let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
     assert!(text.contains(r#""fsGroup":2000"#), "{text}");
     assert!(!text.contains(r#""fsGroup":null"#), "{text}");
-    let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let reloaded = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     assert_eq!(
         reloaded.get("csi-2000").unwrap().fs_group.map(|g| g.gid()),
         Some(2000)
@@ -124,19 +125,19 @@ fn the_fs_group_survives_a_reload_and_journals_without_it_stay_readable() {
             .replace("csi-old", "csi-bad")
             .replace(r#""class""#, &format!(r#""fsGroup":{gid},"class""#));
         std::fs::write(journal_path(dir.path()), format!("{bad}\n")).unwrap();
-        let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+        let reloaded = VolumeStates::load(Some(dir.path().into())).await.unwrap();
         assert!(reloaded.get("csi-bad").is_none(), "{gid}");
     }
 }
 
-#[test]
-fn the_journal_is_rewritten_once_dead_lines_pile_up() {
+#[tokio::test]
+async fn the_journal_is_rewritten_once_dead_lines_pile_up() {
     let dir = tempfile::tempdir().unwrap();
-    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-    states.put(record("kept"));
+    let states = VolumeStates::load(Some(dir.path().into())).await.unwrap();
+    states.put(record("kept")).await;
     for n in 0..1000 {
-        states.put(record(&format!("v{n}")));
-        states.remove(&format!("v{n}"));
+        states.put(record(&format!("v{n}"))).await;
+        states.remove(&format!("v{n}")).await;
     }
     let text = std::fs::read_to_string(journal_path(dir.path())).unwrap();
     let lines = text.lines().count();
@@ -145,19 +146,19 @@ fn the_journal_is_rewritten_once_dead_lines_pile_up() {
     assert_eq!(read.records.keys().collect::<Vec<_>>(), ["kept"]);
 }
 
-#[test]
-fn a_line_cut_short_by_a_crash_is_skipped() {
+#[tokio::test]
+async fn a_line_cut_short_by_a_crash_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
-    states.put(record("a"));
-    states.put(record("b"));
+    let states = VolumeStates::load(Some(dir.path().into())).await.unwrap();
+    states.put(record("a")).await;
+    states.put(record("b")).await;
     drop(states);
     let path = journal_path(dir.path());
     let text = std::fs::read_to_string(&path).unwrap();
     // The process died in the middle of appending b's removal.
     std::fs::write(&path, format!("{text}{{\"remove\":\"b")).unwrap();
 
-    let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let reloaded = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     assert_eq!(reloaded.len(), 2);
     let rewritten = std::fs::read_to_string(&path).unwrap();
     assert_eq!(
@@ -167,12 +168,12 @@ fn a_line_cut_short_by_a_crash_is_skipped() {
     );
 }
 
-#[test]
-fn invalid_utf8_garbage_and_torn_lines_anywhere_are_skipped_not_fatal() {
+#[tokio::test]
+async fn invalid_utf8_garbage_and_torn_lines_anywhere_are_skipped_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let states = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let states = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     for id in ["a", "b", "c", "d"] {
-        states.put(record(id));
+        states.put(record(id)).await;
     }
     drop(states);
     let path = journal_path(dir.path());
@@ -199,7 +200,7 @@ fn invalid_utf8_garbage_and_torn_lines_anywhere_are_skipped_not_fatal() {
 
     let read = journal::read_journal(dir.path()).unwrap();
     assert_eq!(read.skipped, 6, "every bad line counted");
-    let reloaded = VolumeStates::load(Some(dir.path().into())).unwrap();
+    let reloaded = VolumeStates::load(Some(dir.path().into())).await.unwrap();
     let mut ids: Vec<_> = reloaded.all().iter().map(|r| r.volume_id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["a", "b", "c", "d"]);
@@ -211,18 +212,20 @@ fn invalid_utf8_garbage_and_torn_lines_anywhere_are_skipped_not_fatal() {
     );
 }
 
-#[test]
-fn a_failed_append_on_a_full_disk_leaves_only_whole_lines_and_is_retried() {
+#[tokio::test]
+async fn a_failed_append_on_a_full_disk_leaves_only_whole_lines_and_is_retried() {
     let fs = TinyFs::new(64 * 1024);
     let dir = fs.path().join("state");
-    let states = VolumeStates::load(Some(dir.clone())).unwrap();
-    states.put(record("before"));
+    let states = VolumeStates::load(Some(dir.clone())).await.unwrap();
+    states.put(record("before")).await;
     let filler = fs.fill();
 
     // Append until the disk refuses: the publish goes on, in memory.
     let mut n = 0;
     while states.journal_writable() {
-        states.put(record(&format!("while-full-{n:04}-{}", "x".repeat(200))));
+        states
+            .put(record(&format!("while-full-{n:04}-{}", "x".repeat(200))))
+            .await;
         n += 1;
         assert!(n < 100, "a full 64 KiB tmpfs took 100 appends");
     }
@@ -243,39 +246,40 @@ fn a_failed_append_on_a_full_disk_leaves_only_whole_lines_and_is_retried() {
 
     // Room again: the next change writes the journal afresh from memory.
     std::fs::remove_file(filler).unwrap();
-    states.put(record("after"));
+    states.put(record("after")).await;
     assert!(states.journal_writable());
     let read = journal::read_journal(&dir).unwrap();
     assert_eq!(read.skipped, 0);
     assert_eq!(read.records.len(), n + 2);
 }
 
-#[test]
-fn a_full_disk_at_start_still_serves_from_memory_and_writes_the_journal_later() {
+#[tokio::test]
+async fn a_full_disk_at_start_still_serves_from_memory_and_writes_the_journal_later() {
     let fs = TinyFs::new(64 * 1024);
     let dir = fs.path().join("state");
-    let states = VolumeStates::load(Some(dir.clone())).unwrap();
-    states.put(record("old-1"));
-    states.put(record("old-2"));
+    let states = VolumeStates::load(Some(dir.clone())).await.unwrap();
+    states.put(record("old-1")).await;
+    states.put(record("old-2")).await;
     drop(states);
     let filler = fs.fill();
 
-    let states =
-        VolumeStates::load(Some(dir.clone())).expect("a full disk does not stop the start");
+    let states = VolumeStates::load(Some(dir.clone()))
+        .await
+        .expect("a full disk does not stop the start");
     assert!(!states.journal_writable());
     assert_eq!(states.len(), 2, "the records were read");
     assert!(
         !dir.join("volumes.jsonl.tmp").exists(),
         "no partial rewrite left"
     );
-    states.put(record("new"));
-    states.remove("old-1");
-    assert!(!states.retry_journal());
+    states.put(record("new")).await;
+    states.remove("old-1").await;
+    assert!(!states.retry_journal().await);
     let on_disk = journal::read_journal(&dir).unwrap();
     assert_eq!(on_disk.records.len(), 2, "the old journal is intact");
 
     std::fs::remove_file(filler).unwrap();
-    assert!(states.retry_journal());
+    assert!(states.retry_journal().await);
     assert!(states.journal_writable());
     let mut ids: Vec<_> = journal::read_journal(&dir)
         .unwrap()
@@ -286,14 +290,14 @@ fn a_full_disk_at_start_still_serves_from_memory_and_writes_the_journal_later() 
     assert_eq!(ids, ["new", "old-2"]);
 }
 
-#[test]
-fn a_state_dir_that_cannot_be_created_still_serves() {
+#[tokio::test]
+async fn a_state_dir_that_cannot_be_created_still_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "").unwrap();
-    let states = VolumeStates::load(Some(file.join("state"))).unwrap();
+    let states = VolumeStates::load(Some(file.join("state"))).await.unwrap();
     assert!(!states.journal_writable());
-    states.put(record("a"));
+    states.put(record("a")).await;
     assert_eq!(states.len(), 1);
-    assert!(!states.retry_journal());
+    assert!(!states.retry_journal().await);
 }

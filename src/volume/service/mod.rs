@@ -1,31 +1,35 @@
-//! The volume service: what NodePublishVolume and NodeUnpublishVolume call.
+//! The volume service: what NodePublishVolume and NodeUnpublishVolume call. One struct owns
+//! the orchestration, its operations one file each: `publish.rs` (check the target, decide,
+//! resolve the class and provider), `fill.rs` (mount, fetch, write, report, record: the
+//! rest of a publish), `unpublish.rs` and `recover.rs` (start-up). What it works with sits
+//! behind seams: the mounts (`mount::Mounter`), what the cluster is told (`report::Reporter`),
+//! the classes (`class::ClassSource`) and the providers.
+
+mod fill;
+mod publish;
+mod recover;
+mod unpublish;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::locks::VolumeLocks;
+use super::publish::{PublishError, PublishOutcome, PublishRequest};
+use super::report::{LocalReporter, Reporter};
+use super::state::VolumeStates;
 use crate::class::ClassSource;
 use crate::fs::paths::Limits;
 use crate::metrics::Metrics;
-use crate::mount::KubeletRoot;
+use crate::mount::{KubeletRoot, LinuxMounter, Mounter};
 use crate::provider::Providers;
 use crate::provider::access::OverridePolicy;
-use crate::shutdown::Background;
-use crate::sync::SecretSync;
 
-use super::events::PodEvents;
-
-use super::locks::VolumeLocks;
-use super::publish::{PublishError, PublishOutcome, PublishRequest};
-use super::state::VolumeStates;
-
-/// Class annotation that overrides the rotation interval for one class (e.g. `30s`, `1h`).
-pub const ROTATION_INTERVAL_ANNOTATION: &str = "keymount.io/rotation-poll-interval";
-/// The least time between two fetches of one mounted volume, whatever a class's annotation or
-/// a store's lease says (a value below is raised to it, with a warning): a class must not make
-/// every republish call the store.
-pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
-/// Class annotation whose change makes the next republish fetch at once (on-demand refresh).
-pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-at";
+pub use recover::Recovered;
 
 /// Node-wide settings of the volume service.
 #[derive(Debug, Clone)]
@@ -51,17 +55,16 @@ pub struct NodeConfig {
 
 /// Publishes and unpublishes volumes.
 pub struct VolumeService {
-    pub(crate) config: NodeConfig,
-    pub(crate) classes: Arc<dyn ClassSource>,
-    pub(crate) providers: Arc<Providers>,
-    pub(crate) kube: Option<kube::Client>,
-    pub(crate) states: VolumeStates,
-    pub(crate) locks: VolumeLocks,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Pod events (API server mode only).
-    pub(crate) events: Option<PodEvents>,
-    /// The Secret sync, when enabled.
-    pub(crate) secret_sync: Option<Arc<SecretSync>>,
+    config: NodeConfig,
+    classes: Arc<dyn ClassSource>,
+    providers: Arc<Providers>,
+    states: VolumeStates,
+    locks: VolumeLocks,
+    metrics: Arc<Metrics>,
+    mounter: Arc<dyn Mounter>,
+    reporter: Arc<dyn Reporter>,
+    /// The client `--fs-group-from-pod` reads pods with (none in local mode).
+    pods: Option<kube::Client>,
 }
 
 impl std::fmt::Debug for VolumeService {
@@ -70,37 +73,54 @@ impl std::fmt::Debug for VolumeService {
             .field("config", &self.config)
             .field("classes", &self.classes)
             .field("providers", &self.providers)
-            .field("api_server", &self.kube.is_some())
-            .field("secret_sync", &self.secret_sync.is_some())
+            .field("mounter", &self.mounter)
+            .field("reporter", &self.reporter)
+            .field("pod_reads", &self.pods.is_some())
             .field("volumes", &self.states.len())
             .finish()
     }
 }
 
 impl VolumeService {
-    /// Wires the service. `kube` is `None` in local mode (no pod status objects).
+    /// Wires the service with the node's real mounts, reporting nothing to a cluster (local
+    /// mode) until [`VolumeService::with_reporter`] says otherwise.
     pub fn new(
         config: NodeConfig,
         classes: Arc<dyn ClassSource>,
         providers: Arc<Providers>,
-        kube: Option<kube::Client>,
         states: VolumeStates,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let events = kube
-            .clone()
-            .map(|client| PodEvents::new(client, config.node_id.clone()));
         Self {
             config,
             classes,
             providers,
-            kube,
             states,
             locks: VolumeLocks::default(),
             metrics,
-            events,
-            secret_sync: None,
+            mounter: Arc::new(LinuxMounter),
+            reporter: Arc::new(LocalReporter),
+            pods: None,
         }
+    }
+
+    /// Reports pod statuses, events and Secret syncs through `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// Reads pods through `client` for `--fs-group-from-pod`.
+    pub fn with_pod_reads(mut self, client: kube::Client) -> Self {
+        self.pods = Some(client);
+        self
+    }
+
+    /// Mounts through `mounter` instead of the node's real mounts.
+    #[cfg(test)]
+    fn with_mounter(mut self, mounter: Arc<dyn Mounter>) -> Self {
+        self.mounter = mounter;
+        self
     }
 
     /// Publishes in a task of its own and waits for it. tonic drops the handler's future when
@@ -117,19 +137,6 @@ impl VolumeService {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(PublishError::ShuttingDown),
         }
-    }
-
-    /// Runs the service's background work (pod event writes) among `background`, which the
-    /// node joins at shutdown.
-    pub fn with_background(mut self, background: Background) -> Self {
-        self.events = self.events.map(|e| e.in_background(background));
-        self
-    }
-
-    /// Turns on the sync of `secretObjects` to Kubernetes Secrets.
-    pub fn with_secret_sync(mut self, sync: SecretSync) -> Self {
-        self.secret_sync = Some(Arc::new(sync));
-        self
     }
 
     /// Ready once the class source has synced.
