@@ -12,6 +12,7 @@ pub mod kube_errors;
 pub mod metrics;
 pub mod mount;
 pub mod names;
+pub mod process_metrics;
 pub mod proto;
 pub mod provider;
 pub mod redact;

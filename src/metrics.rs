@@ -98,6 +98,7 @@ impl Metrics {
             kubelet_registered: Gauge::default(),
         };
         let r = &mut m.registry;
+        r.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         r.register(
             "node_publish",
             "Successful NodePublishVolume calls",

@@ -227,6 +227,11 @@ impl Target {
     /// Checks the target on disk without creating anything. `None` when it does not exist
     /// (nothing to unpublish, or a first publish).
     pub fn open(&self) -> Result<Option<OpenTarget>, TargetError> {
+        // Everything in place (the common case): the pin alone proves no component is a
+        // symlink. Anything else is walked component by component for the precise answer.
+        if let Ok(pinned) = self.pin() {
+            return Ok(Some(pinned));
+        }
         if !self.walk(false)? {
             return Ok(None);
         }
@@ -235,6 +240,9 @@ impl Target {
 
     /// Checks the target on disk, making the missing directories (the target included).
     pub fn create(&self) -> Result<OpenTarget, TargetError> {
+        if let Ok(pinned) = self.pin() {
+            return Ok(pinned);
+        }
         self.walk(true)?;
         self.pin()
     }
