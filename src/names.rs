@@ -26,13 +26,9 @@ pub struct NameError {
 }
 
 fn error(field: &str, value: &str, kind: &'static str, reason: impl Into<String>) -> NameError {
-    let mut shown: String = value.chars().take(64).collect();
-    if shown.len() < value.len() {
-        shown.push('…');
-    }
     NameError {
         field: field.to_owned(),
-        value: shown,
+        value: crate::text::shorten(value, 64),
         kind,
         reason: reason.into(),
     }

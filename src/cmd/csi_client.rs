@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, bail};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cli::{CsiAction, CsiArgs, PublishArgs};
 use crate::proto::csi::identity_client::IdentityClient;
@@ -39,12 +37,7 @@ pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<Str
 /// A channel to the node plugin's socket.
 async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     let socket = crate::csi::server::socket_path(endpoint)?;
-    let path = socket.clone();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    crate::unix_channel::connect(&socket)
         .await
         .with_context(|| format!("connect to CSI socket {}", socket.display()))
 }
