@@ -26,8 +26,9 @@ pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<Str
     if token.is_empty() {
         bail!("token file {} is empty", file.display());
     }
-    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expiry = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     Ok(
         serde_json::json!({ audience: { "token": token, "expirationTimestamp": expiry } })
             .to_string(),

@@ -131,7 +131,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         println!("  version {} = {}", version.id, version.version);
     }
     if let Some(refresh) = output.refresh_before {
-        println!("  refresh before {}", refresh.to_rfc3339());
+        println!("  refresh before {refresh}");
     }
     Ok(())
 }

@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::fs::atomic_writer::Payload;
 use crate::redact::Redacted;
@@ -83,7 +82,7 @@ pub struct MountOutput {
     /// One version per object.
     pub versions: Vec<ObjectVersion>,
     /// The earliest moment some object must be fetched again (e.g. a Vault lease's end).
-    pub refresh_before: Option<DateTime<Utc>>,
+    pub refresh_before: Option<jiff::Timestamp>,
 }
 
 /// A source of secret values.

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
+use jiff::Timestamp;
 
 use super::VolumeService;
 use super::blocking::off_runtime;
@@ -72,7 +72,7 @@ impl VolumeService {
             class: work.context.class.clone(),
             provider: work.provider_name.to_owned(),
             versions: output.versions,
-            fetched_at: Utc::now(),
+            fetched_at: Timestamp::now(),
             refresh_before: output.refresh_before,
             refresh_stamp: annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned(),
             status_stale: status.is_err(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use jiff::{SignedDuration, Timestamp};
 
 use super::VolumeService;
 use super::blocking::off_runtime;
@@ -292,13 +292,13 @@ impl VolumeService {
         if record.status_stale {
             return true;
         }
-        let now = Utc::now();
+        let now = Timestamp::now();
         let annotations = class.metadata.annotations.as_ref();
         let stamp = annotations.and_then(|a| a.get(REFRESH_ANNOTATION)).cloned();
         if stamp != record.refresh_stamp {
             return true;
         }
-        let floor = chrono::Duration::from_std(MIN_ROTATION_INTERVAL).expect("a second fits");
+        let floor = SignedDuration::try_from(MIN_ROTATION_INTERVAL).expect("a second fits");
         if record.fetched_at + floor > now {
             return false;
         }
@@ -320,8 +320,11 @@ impl VolumeService {
             .or(self.config.rotation_interval)
             .unwrap_or_default()
             .max(MIN_ROTATION_INTERVAL);
-        let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
-        record.fetched_at + interval <= now
+        // An interval past the end of time is never due.
+        SignedDuration::try_from(interval)
+            .ok()
+            .and_then(|interval| record.fetched_at.checked_add(interval).ok())
+            .is_some_and(|due| due <= now)
     }
 
     pub(super) async fn fetch(&self, work: &Work<'_>) -> Result<MountOutput, PublishError> {

@@ -107,11 +107,11 @@ impl PodIdentityAgent {
                             .body(Body::from(r#"{"Message":"invalid token"}"#))
                             .unwrap();
                     }
-                    let expiry = chrono::Utc::now() + chrono::Duration::hours(6);
+                    let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(6);
                     let body = json!({
                         "AccessKeyId": key, "SecretAccessKey": "pod-identity-secret-access-key",
                         "Token": "pod-identity-session-token", "AccountId": "123456789012",
-                        "Expiration": expiry.to_rfc3339(),
+                        "Expiration": expiry.to_string(),
                     });
                     Response::builder()
                         .status(200)

@@ -220,7 +220,7 @@ impl CredentialCache {
         let expiry = answer
             .expiration
             .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .map(SystemTime::from);
         Ok(Credentials::new(
             answer.access_key_id,
