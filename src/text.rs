@@ -15,9 +15,20 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     join(causes(error))
 }
 
-/// These errors' messages joined with ": ".
+/// These errors' messages joined with ": ". A message the text already ends with is not
+/// repeated (an error that shows its source in its own message and also returns it).
 pub fn join<'a>(errors: impl Iterator<Item = &'a (dyn Error + 'static)>) -> String {
-    errors.map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    let mut text = String::new();
+    for error in errors {
+        let message = error.to_string();
+        if text.is_empty() {
+            text = message;
+        } else if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+    }
+    text
 }
 
 /// The first `max_chars` characters of `text`, with `…` when something was cut.
@@ -61,6 +72,11 @@ mod tests {
         assert_eq!(error_chain(&outer), "send request: connection refused");
         assert_eq!(error_chain(&Layer("alone", None)), "alone");
         assert_eq!(causes(&outer).count(), 2);
+        let shown = Layer(
+            "provider failed: no such path",
+            Some(Box::new(Layer("no such path", None))),
+        );
+        assert_eq!(error_chain(&shown), "provider failed: no such path");
     }
 
     #[test]
