@@ -73,19 +73,10 @@ pub fn describe(error: &kube::Error) -> String {
             "the API server's answer could not be decoded: {}",
             crate::redact::describe_json_error(e)
         ),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                if cause.is::<serde_json::Error>() {
-                    break;
-                }
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        // The chain stops before a decoding error, whose message may quote the body.
+        other => crate::text::join(
+            crate::text::causes(other).take_while(|e| !e.is::<serde_json::Error>()),
+        ),
     }
 }
 

@@ -17,8 +17,10 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("keymount: {error:#}");
+            // Each cause once: errors that show their source in their message also return it.
+            let message = keymount::text::error_chain(error.as_ref());
+            tracing::error!("{message}");
+            eprintln!("keymount: {message}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -294,6 +294,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_exposition_has_the_standard_names_and_the_split() {
+        let text = Metrics::new().encode();
+        for name in [
+            "process_cpu_seconds_total ",
+            "keymount_process_cpu_seconds_total{mode=\"user\"} ",
+            "keymount_process_cpu_seconds_total{mode=\"system\"} ",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[test]
     fn exposes_upstream_names_with_total_suffix() {
         let m = Metrics::new();
         m.publish("vault", None, 0.002);

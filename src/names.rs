@@ -2,6 +2,11 @@
 //! names, RFC 1123 DNS labels for namespaces), checked wherever a tenant's name is parsed so
 //! that nothing but a valid name ever goes into the path of an API request made with
 //! keymount's own token (a name like `../x` or `a?b` would otherwise change the request).
+//! Also the name keymount itself writes under.
+
+/// Field manager of every object keymount writes with server-side apply (pod status objects,
+/// synced Secrets): one manager, so keymount's writes never conflict with each other.
+pub const FIELD_MANAGER: &str = "keymount";
 
 /// Longest object name (RFC 1123 subdomain).
 pub const MAX_SUBDOMAIN: usize = 253;
@@ -21,13 +26,9 @@ pub struct NameError {
 }
 
 fn error(field: &str, value: &str, kind: &'static str, reason: impl Into<String>) -> NameError {
-    let mut shown: String = value.chars().take(64).collect();
-    if shown.len() < value.len() {
-        shown.push('…');
-    }
     NameError {
         field: field.to_owned(),
-        value: shown,
+        value: crate::text::shorten(value, 64),
         kind,
         reason: reason.into(),
     }

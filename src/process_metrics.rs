@@ -78,17 +78,4 @@ mod tests {
         assert!(user1 - user0 >= 0.01, "{user0} -> {user1}");
         assert!(resident_bytes().unwrap() > 1e6);
     }
-
-    #[test]
-    fn the_exposition_has_the_standard_names_and_the_split() {
-        let text = crate::metrics::Metrics::new().encode();
-        for name in [
-            "process_cpu_seconds_total ",
-            "keymount_process_cpu_seconds_total{mode=\"user\"} ",
-            "keymount_process_cpu_seconds_total{mode=\"system\"} ",
-            "process_resident_memory_bytes ",
-        ] {
-            assert!(text.contains(name), "{name} missing from:\n{text}");
-        }
-    }
 }

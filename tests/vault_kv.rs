@@ -93,7 +93,7 @@ async fn kv2_and_kv1_keys_whole_responses_encodings_permissions_versions() {
     let refresh = out
         .refresh_before
         .expect("KV v1 lease gives a refresh time");
-    assert!(refresh > chrono::Utc::now() + chrono::Duration::days(20));
+    assert!(refresh > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(20 * 24));
     assert_eq!(out.versions.len(), 8);
 
     // Versions are stable across mounts (and providers) and change with the content.
@@ -184,10 +184,10 @@ async fn pki_issue_via_post_reads_once_and_sets_refresh() {
     let refresh = out
         .refresh_before
         .expect("leased certificate gives a refresh time");
-    let now = chrono::Utc::now();
+    let now = jiff::Timestamp::now();
     assert!(
-        refresh > now + chrono::Duration::minutes(6)
-            && refresh < now + chrono::Duration::minutes(10),
+        refresh > now + jiff::SignedDuration::from_mins(6)
+            && refresh < now + jiff::SignedDuration::from_mins(10),
         "{refresh}"
     );
 

@@ -2,20 +2,11 @@
 //! `deploy/crds.yaml` are this output, checked in).
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
 
 use crate::class::crd_schema;
-
-/// Flags of `keymount crd`.
-#[derive(Debug, Args)]
-pub struct CrdArgs {
-    /// Write to this file instead of stdout.
-    #[arg(long, env = "KEYMOUNT_CRD_OUT")]
-    pub out: Option<PathBuf>,
-}
+use crate::cli::CrdArgs;
 
 /// Prints (or writes) the CRDs.
 pub fn run(args: CrdArgs) -> anyhow::Result<()> {

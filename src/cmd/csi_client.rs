@@ -2,14 +2,11 @@
 //! debug a node or drive one without kubelet. Failures print the gRPC code and message.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::cli::{CsiAction, CsiArgs, PublishArgs};
 use crate::proto::csi::identity_client::IdentityClient;
 use crate::proto::csi::node_client::NodeClient;
 use crate::proto::csi::volume_capability::access_mode::Mode;
@@ -21,90 +18,6 @@ use crate::proto::csi::{
 };
 use crate::provider::tokens::TOKENS_KEY;
 
-/// Flags of `keymount csi`.
-#[derive(Debug, Args)]
-pub struct CsiArgs {
-    /// CSI endpoint of the node plugin (unix socket).
-    #[arg(
-        long,
-        env = "CSI_ENDPOINT",
-        default_value = "unix:///csi/csi.sock",
-        global = true
-    )]
-    pub endpoint: String,
-
-    #[command(subcommand)]
-    pub action: CsiAction,
-}
-
-/// What to ask the node plugin.
-#[derive(Debug, Subcommand)]
-pub enum CsiAction {
-    /// NodePublishVolume, as kubelet sends it for an inline secrets-store volume.
-    Publish(PublishArgs),
-    /// NodeUnpublishVolume.
-    Unpublish(UnpublishArgs),
-    /// Plugin name, version, capabilities, readiness and node id.
-    Info,
-}
-
-/// Flags of `keymount csi publish`.
-#[derive(Debug, Args)]
-pub struct PublishArgs {
-    /// Volume id (kubelet uses `csi-<hash>`).
-    #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
-    pub volume_id: String,
-    /// Where the volume is mounted.
-    #[arg(long, env = "KEYMOUNT_CSI_TARGET_PATH")]
-    pub target_path: PathBuf,
-    /// SecretProviderClass name (`secretProviderClass` volume attribute).
-    #[arg(long, env = "KEYMOUNT_CSI_CLASS")]
-    pub class: String,
-    /// Pod namespace.
-    #[arg(long, env = "KEYMOUNT_CSI_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// Pod name.
-    #[arg(long, env = "KEYMOUNT_CSI_POD_NAME", default_value = "keymount-cli")]
-    pub pod_name: String,
-    /// Pod uid.
-    #[arg(
-        long,
-        env = "KEYMOUNT_CSI_POD_UID",
-        default_value = "00000000-0000-4000-8000-000000000000"
-    )]
-    pub pod_uid: String,
-    /// Pod ServiceAccount name.
-    #[arg(long, env = "KEYMOUNT_CSI_SERVICE_ACCOUNT", default_value = "default")]
-    pub service_account: String,
-    /// File holding the pod's ServiceAccount token (a JWT), sent as kubelet's tokens JSON.
-    #[arg(long, env = "KEYMOUNT_CSI_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Audience the token is for (the key in the tokens JSON).
-    #[arg(long, env = "KEYMOUNT_CSI_AUDIENCE", default_value = "vault")]
-    pub audience: String,
-    /// More volume attributes, `key=value`, repeatable.
-    #[arg(long = "attribute", value_parser = parse_pair)]
-    pub attributes: Vec<(String, String)>,
-}
-
-/// Flags of `keymount csi unpublish`.
-#[derive(Debug, Args)]
-pub struct UnpublishArgs {
-    /// Volume id.
-    #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
-    pub volume_id: String,
-    /// Where the volume is mounted.
-    #[arg(long, env = "KEYMOUNT_CSI_TARGET_PATH")]
-    pub target_path: PathBuf,
-}
-
-fn parse_pair(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{text:?} is not key=value"))
-}
-
 /// Kubelet's tokens JSON for one audience, read from `file`.
 pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(file)
@@ -113,8 +26,9 @@ pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<Str
     if token.is_empty() {
         bail!("token file {} is empty", file.display());
     }
-    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expiry = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     Ok(
         serde_json::json!({ audience: { "token": token, "expirationTimestamp": expiry } })
             .to_string(),
@@ -124,12 +38,7 @@ pub fn tokens_json(file: &std::path::Path, audience: &str) -> anyhow::Result<Str
 /// A channel to the node plugin's socket.
 async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
     let socket = crate::csi::server::socket_path(endpoint)?;
-    let path = socket.clone();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    crate::unix_channel::connect(&socket)
         .await
         .with_context(|| format!("connect to CSI socket {}", socket.display()))
 }
@@ -245,9 +154,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attributes_and_tokens() {
-        assert_eq!(parse_pair("a=b=c").unwrap(), ("a".into(), "b=c".into()));
-        assert!(parse_pair("novalue").is_err());
+    fn tokens_json_holds_the_file_token() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "eyJabc.def.ghi\n").unwrap();

@@ -5,72 +5,22 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Args, FromArgMatches};
 use serde::Deserialize as _;
 
 use crate::class::SecretProviderClass;
-use crate::cli::NodeArgs;
+use crate::cli::FetchArgs;
 use crate::fs::atomic_writer;
 use crate::fs::paths::Limits;
 use crate::provider::access::OverridePolicy;
-use crate::provider::plugin::{PluginClients, PluginSettings};
+use crate::provider::plugin::PluginClients;
 use crate::provider::tokens::TOKENS_KEY;
-use crate::provider::vault::VaultArgs;
 use crate::provider::version_key::VersionKey;
-use crate::provider::{MountInput, Providers, ServiceAccountTokens, builtin};
+use crate::provider::{MountInput, Providers, ServiceAccountTokens, aws, builtin};
 use crate::redact::Redacted;
 use crate::volume::publish::{DEFAULT_PERMISSION, fetch_checked, mount_attributes};
 
-/// Flags of `keymount fetch`.
-#[derive(Debug, Args)]
-pub struct FetchArgs {
-    /// SecretProviderClass manifest (YAML); the first SecretProviderClass in it is used.
-    #[arg(long, env = "KEYMOUNT_FETCH_CLASS")]
-    pub class: PathBuf,
-    /// File holding the ServiceAccount token (a JWT) the provider logs in with.
-    #[arg(long, env = "KEYMOUNT_FETCH_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Audience the token is for.
-    #[arg(long, env = "KEYMOUNT_FETCH_AUDIENCE", default_value = "vault")]
-    pub audience: String,
-    /// Directory to write into (created if missing; files appear as in a pod's volume).
-    #[arg(long, env = "KEYMOUNT_FETCH_OUT")]
-    pub out: PathBuf,
-    /// Pod namespace the volume would belong to.
-    #[arg(long, env = "KEYMOUNT_FETCH_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// Pod name.
-    #[arg(
-        long,
-        env = "KEYMOUNT_FETCH_POD_NAME",
-        default_value = "keymount-fetch"
-    )]
-    pub pod_name: String,
-    /// Pod ServiceAccount name.
-    #[arg(
-        long,
-        env = "KEYMOUNT_FETCH_SERVICE_ACCOUNT",
-        default_value = "default"
-    )]
-    pub service_account: String,
-    /// Built-in providers served in-process.
-    #[arg(
-        long,
-        env = "KEYMOUNT_BUILTIN_PROVIDERS",
-        value_delimiter = ',',
-        default_value = "vault,aws"
-    )]
-    pub builtin_providers: Vec<String>,
-
-    #[command(flatten)]
-    pub access: crate::provider::access::AccessArgs,
-
-    #[command(flatten)]
-    pub vault: VaultArgs,
-
-    #[command(flatten)]
-    pub aws: crate::provider::aws::AwsArgs,
-}
+/// The node name the providers are told (it shows in messages such as a missing region).
+const FETCH_NODE: &str = "keymount-fetch";
 
 fn read_class(path: &PathBuf) -> anyhow::Result<SecretProviderClass> {
     let text = std::fs::read_to_string(path)
@@ -86,18 +36,6 @@ fn read_class(path: &PathBuf) -> anyhow::Result<SecretProviderClass> {
     bail!("no SecretProviderClass in {}", path.display())
 }
 
-/// Node settings with their defaults (and environment), for the providers and limits.
-fn node_defaults(args: &FetchArgs) -> anyhow::Result<NodeArgs> {
-    let command = <NodeArgs as Args>::augment_args(clap::Command::new("node"));
-    let matches = command.try_get_matches_from(["node", "--nodeid", "keymount-fetch"])?;
-    let mut node = NodeArgs::from_arg_matches(&matches)?;
-    node.builtin_providers = args.builtin_providers.clone();
-    node.access = args.access.clone();
-    node.vault = args.vault.clone();
-    node.aws = args.aws.clone();
-    Ok(node)
-}
-
 /// Runs `keymount fetch`.
 pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
     let class = read_class(&args.class)?;
@@ -111,18 +49,16 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("SecretProviderClass {class_id} has no spec.provider"))?;
     let parameters = class.spec.parameters.clone().unwrap_or_default();
 
-    let node = node_defaults(&args)?;
-    let plugins = PluginClients::new(PluginSettings {
-        dirs: node.provider_dirs(),
-        max_message_bytes: node.max_call_recv_msg_size,
-        ..PluginSettings::default()
-    });
+    let flags = &args.providers;
+    let plugins = PluginClients::new(flags.plugin_settings());
     // One-shot: the versions are not kept, so a fresh key serves unless one is given.
-    let version_key = match &node.hmac_key_file {
+    let version_key = match &flags.hmac_key_file {
         Some(path) => VersionKey::from_file(path)?,
         None => VersionKey::ephemeral(),
     };
-    let providers = builtin::register(Providers::new(plugins), &node, None, Some(version_key))?;
+    // No API server: the node name only shows in messages, and nothing is looked up.
+    let builtin = flags.builtin_settings(FETCH_NODE, aws::DEFAULT_LOOKUP_TTL);
+    let providers = builtin::register(Providers::new(plugins), &builtin, None, Some(version_key))?;
     let provider = providers
         .resolve(&provider_name)
         .with_context(|| format!("SecretProviderClass {class_id}"))?;
@@ -164,14 +100,14 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         current_versions: Vec::new(),
     };
     let limits = Limits {
-        max_total_bytes: node.tmpfs_size,
+        max_total_bytes: flags.tmpfs_size,
         ..Limits::default()
     };
     let output = fetch_checked(
         provider.as_ref(),
         &input,
         &provider_name,
-        node.provider_timeout,
+        flags.provider_timeout,
         &limits,
     )
     .await?;
@@ -195,7 +131,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         println!("  version {} = {}", version.id, version.version);
     }
     if let Some(refresh) = output.refresh_before {
-        println!("  refresh before {}", refresh.to_rfc3339());
+        println!("  refresh before {refresh}");
     }
     Ok(())
 }

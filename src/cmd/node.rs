@@ -18,7 +18,7 @@ use crate::fs::paths::Limits;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::provider::access::OverridePolicy;
-use crate::provider::plugin::{PluginClients, PluginSettings};
+use crate::provider::plugin::PluginClients;
 use crate::provider::version_key::{KeyError, VersionKey};
 use crate::provider::{Providers, builtin};
 use crate::shutdown::Background;
@@ -48,7 +48,7 @@ async fn version_key(
     kube: Option<&kube::Client>,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<VersionKey> {
-    Ok(match (&args.hmac_key_file, kube) {
+    Ok(match (&args.providers.hmac_key_file, kube) {
         (Some(path), _) => VersionKey::from_file(path)?,
         (None, Some(client)) => VersionKey::from_secret(client, client.default_namespace()).await?,
         // Local mode. A state directory that cannot take the key (a full or read-only disk)
@@ -106,28 +106,26 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     };
 
-    let plugins = PluginClients::new(PluginSettings {
-        dirs: args.provider_dirs(),
-        max_message_bytes: args.max_call_recv_msg_size,
-        ..PluginSettings::default()
-    });
+    let plugins = PluginClients::new(args.providers.plugin_settings());
     let state_dir = args.state_dir.clone().unwrap_or_else(|| {
         socket
             .parent()
             .map(|p| p.join("state"))
             .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
     });
-    let version_key = if builtin::vault_enabled(&args) {
+    let builtin = args.builtin_settings();
+    let version_key = if builtin.vault_enabled() {
         Some(version_key(&args, kube.as_ref(), &state_dir).await?)
     } else {
         None
     };
-    let providers = builtin::register(Providers::new(plugins), &args, kube.clone(), version_key)?;
+    let providers =
+        builtin::register(Providers::new(plugins), &builtin, kube.clone(), version_key)?;
     tracing::info!(builtin = ?providers.builtin_names().collect::<Vec<_>>(), "providers ready");
     let states = VolumeStates::load(Some(state_dir)).await?;
     // --tmpfs-size bounds a volume's set; the tmpfs holds two of them (old and new).
     let limits = Limits {
-        max_total_bytes: args.tmpfs_size,
+        max_total_bytes: args.providers.tmpfs_size,
         ..Limits::default()
     };
     let config = NodeConfig {
@@ -135,11 +133,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         kubelet_root: args.kubelet_root_dir.clone(),
         tmpfs_size: Some(limits.tmpfs_size()),
         limits,
-        provider_timeout: args.provider_timeout,
+        provider_timeout: args.providers.provider_timeout,
         rotation_interval: args
             .enable_secret_rotation
             .then_some(args.rotation_poll_interval),
-        overrides: OverridePolicy::new(&args.access.allow_volume_attribute_overrides),
+        overrides: OverridePolicy::new(&args.providers.access.allow_volume_attribute_overrides),
         fs_group_from_pod: args.fs_group_from_pod,
     };
     if args.fs_group_from_pod && kube.is_none() {

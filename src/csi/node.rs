@@ -250,7 +250,11 @@ mod tests {
         });
         assert_eq!(status.code(), Code::NotFound);
         assert!(status.message().contains("provider \"vault\" not found"));
-        let denied = ProviderError::new(Code::PermissionDenied, "Denied", "no access to secret/x");
+        let denied = ProviderError::from(crate::provider::vault::error::VaultError::ReadDenied {
+            method: "GET".into(),
+            path: "secret/x".into(),
+            detail: "no access".into(),
+        });
         assert_eq!(
             code(PublishError::Provider {
                 class: "ns/db".into(),

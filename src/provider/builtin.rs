@@ -1,51 +1,76 @@
-//! The providers keymount serves in-process, enabled by `--builtin-providers`.
+//! The providers keymount serves in-process (`vault`, `aws`), made from plain settings: the
+//! node and `keymount fetch` fill them from their flags.
 
-use crate::cli::NodeArgs;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::Providers;
+use super::access::{Access, AccessArgs};
+use super::aws::{AwsArgs, AwsProvider};
+use super::vault::{VaultArgs, VaultOptions, VaultProvider};
 use super::version_key::VersionKey;
 
-/// True when the built-in `vault` provider is enabled (it needs a [`VersionKey`]).
-pub fn vault_enabled(args: &NodeArgs) -> bool {
-    args.builtin_providers.iter().any(|p| p == "vault")
+/// What the built-in providers are made from.
+#[derive(Debug, Clone)]
+pub struct BuiltinSettings {
+    /// Names of the built-in providers to serve (`vault`, `aws`; any other name is left to an
+    /// external plugin of that name).
+    pub enabled: Vec<String>,
+    /// Which files and store addresses classes may name.
+    pub access: AccessArgs,
+    /// Node-level settings of the `vault` provider.
+    pub vault: VaultArgs,
+    /// Node-level settings of the `aws` provider.
+    pub aws: AwsArgs,
+    /// Largest response of a store accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// This node's name (the `aws` provider reads its region label).
+    pub node_id: String,
+    /// How long a read from the API server (a ServiceAccount's role, the node's region) is
+    /// reused.
+    pub lookup_ttl: Duration,
+}
+
+impl BuiltinSettings {
+    /// True when the built-in `vault` provider is enabled (it needs a [`VersionKey`]).
+    pub fn vault_enabled(&self) -> bool {
+        self.enabled.iter().any(|p| p == "vault")
+    }
+}
+
+/// Why the built-in providers could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BuiltinError {
+    #[error("{0}")]
+    Access(String),
+    #[error("the vault provider needs an HMAC key")]
+    NoVersionKey,
 }
 
 /// Adds the enabled built-in providers to `providers`. `version_key` is the key of the
 /// versions derived from content (required when `vault` is enabled).
 pub fn register(
     mut providers: Providers,
-    args: &NodeArgs,
+    settings: &BuiltinSettings,
     kube: Option<kube::Client>,
     version_key: Option<VersionKey>,
-) -> anyhow::Result<Providers> {
-    let access = super::access::Access::from_args(&args.access).map_err(anyhow::Error::msg)?;
-    for name in &args.builtin_providers {
+) -> Result<Providers, BuiltinError> {
+    let access = Access::from_args(&settings.access).map_err(BuiltinError::Access)?;
+    for name in &settings.enabled {
         match name.as_str() {
             "" => {}
             "vault" => {
-                let options = super::vault::VaultOptions {
-                    max_response_bytes: args.max_call_recv_msg_size,
-                    version_key: version_key
-                        .clone()
-                        .ok_or_else(|| anyhow::anyhow!("the vault provider needs an HMAC key"))?,
+                let options = VaultOptions {
+                    max_response_bytes: settings.max_response_bytes,
+                    version_key: version_key.clone().ok_or(BuiltinError::NoVersionKey)?,
                 };
-                providers = providers.with_builtin(
-                    "vault",
-                    std::sync::Arc::new(super::vault::VaultProvider::new(
-                        args.vault.clone(),
-                        access.clone(),
-                        options,
-                    )),
-                );
+                let vault = VaultProvider::new(settings.vault.clone(), access.clone(), options);
+                providers = providers.with_builtin("vault", Arc::new(vault));
             }
             "aws" => {
-                providers = providers.with_builtin(
-                    "aws",
-                    std::sync::Arc::new(
-                        super::aws::AwsProvider::new(args.aws.clone(), kube.clone(), &args.node_id)
-                            .with_lookup_ttl(args.api_cache_ttl),
-                    ),
-                );
+                let aws = AwsProvider::new(settings.aws.clone(), kube.clone(), &settings.node_id)
+                    .with_lookup_ttl(settings.lookup_ttl);
+                providers = providers.with_builtin("aws", Arc::new(aws));
             }
             other => tracing::warn!(
                 provider = other,

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod aws;
 pub mod builtin;
+mod error;
 pub mod plugin;
 pub mod slots;
 pub mod tokens;
@@ -18,10 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::fs::atomic_writer::Payload;
 use crate::redact::Redacted;
+pub use error::{ErrorKind, ProviderError, ProviderFailure};
 pub use tokens::{AudienceToken, ServiceAccountTokens};
 
 /// The id and version of one mounted object, as the provider reports it.
@@ -81,40 +82,7 @@ pub struct MountOutput {
     /// One version per object.
     pub versions: Vec<ObjectVersion>,
     /// The earliest moment some object must be fetched again (e.g. a Vault lease's end).
-    pub refresh_before: Option<DateTime<Utc>>,
-}
-
-/// A provider failure. `code` is what kubelet sees; `reason` is the metrics `error_type`, a
-/// constant of keymount's code (never text from a class, a store or a plugin, which would make
-/// a new metric series per distinct value).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct ProviderError {
-    code: tonic::Code,
-    reason: &'static str,
-    message: String,
-}
-
-impl ProviderError {
-    /// A failure with its gRPC code, a short machine reason and a message for humans.
-    /// The message must never hold a secret value or token.
-    pub fn new(code: tonic::Code, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// The gRPC code that fits the failure.
-    pub fn code(&self) -> tonic::Code {
-        self.code
-    }
-
-    /// The metrics `error_type` label.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
+    pub refresh_before: Option<jiff::Timestamp>,
 }
 
 /// A source of secret values.

@@ -1,10 +1,12 @@
 //! The pod's ServiceAccount tokens that kubelet hands over in
-//! `csi.storage.k8s.io/serviceAccount.tokens`: `{"<audience>": {"token", "expirationTimestamp"}}`.
+//! `csi.storage.k8s.io/serviceAccount.tokens`: `{"<audience>": {"token", "expirationTimestamp"}}`,
+//! and who a token stands for (every provider keys its caches by it).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::version_key::token_digest;
 use crate::redact::Redacted;
 
 /// The volume context (or `secrets`) key that carries the tokens.
@@ -74,6 +76,52 @@ impl ServiceAccountTokens {
     }
 }
 
+/// Who a JWT says it is, read without verification: only used to keep cache entries of
+/// different ServiceAccounts apart (Vault verifies the token itself at login).
+pub fn token_subject(jwt: &Redacted<String>) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Claims {
+        #[serde(default)]
+        iss: Option<String>,
+        #[serde(default)]
+        sub: Option<String>,
+        #[serde(rename = "kubernetes.io", default)]
+        kubernetes: Option<KubernetesClaims>,
+    }
+    #[derive(Deserialize)]
+    struct KubernetesClaims {
+        #[serde(default)]
+        serviceaccount: Option<Named>,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        uid: Option<String>,
+    }
+    let payload = jwt.expose().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let uid = claims
+        .kubernetes
+        .and_then(|k| k.serviceaccount)
+        .and_then(|s| s.uid);
+    Some(format!(
+        "{}|{}|{}",
+        claims.iss.unwrap_or_default(),
+        claims.sub.unwrap_or_default(),
+        uid.unwrap_or_default()
+    ))
+}
+
+/// What tells apart the identities behind tokens in a cache key: the token's subject when it
+/// has one, else a keyed digest of the whole token (never the token itself).
+pub fn subject_key(jwt: &Redacted<String>) -> String {
+    token_subject(jwt).unwrap_or_else(|| token_digest(jwt.expose().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +144,28 @@ mod tests {
         assert!(!msg.contains("eyJ"), "{msg}");
         assert!(ServiceAccountTokens::parse("{not json").is_err());
         assert!(ServiceAccountTokens::parse("").unwrap().raw().is_none());
+    }
+
+    #[test]
+    fn subject_separates_service_accounts() {
+        use base64::Engine as _;
+        let jwt = |claims: &str| {
+            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+            Redacted::new(format!("eyJhbGciOiJSUzI1NiJ9.{b}.sig"))
+        };
+        let a = token_subject(&jwt(
+            r#"{"iss":"k","sub":"system:serviceaccount:a:web","kubernetes.io":{"serviceaccount":{"name":"web","uid":"u1"}}}"#,
+        ));
+        let b = token_subject(&jwt(r#"{"iss":"k","sub":"system:serviceaccount:b:web"}"#));
+        assert_eq!(a.as_deref(), Some("k|system:serviceaccount:a:web|u1"));
+        assert_ne!(a, b);
+        assert_eq!(token_subject(&Redacted::new("opaque".into())), None);
+        let opaque = Redacted::new("opaque".to_owned());
+        assert_eq!(subject_key(&opaque), subject_key(&opaque));
+        assert!(!subject_key(&opaque).contains("opaque"));
+        assert_ne!(
+            subject_key(&opaque),
+            subject_key(&Redacted::new("other".into()))
+        );
     }
 }

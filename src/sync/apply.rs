@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::desired::{DesiredSecret, MANAGED_LABEL};
 use super::{SecretChange, SyncError, SyncTarget};
-use crate::volume::pod_status::FIELD_MANAGER;
+use crate::names::FIELD_MANAGER;
 
 /// Attempts of one apply that loses the resourceVersion race.
 const ATTEMPTS: usize = 5;

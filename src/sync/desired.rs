@@ -8,6 +8,7 @@ use crate::names::{self, NameError};
 use crate::redact::Redacted;
 
 use super::tls;
+use crate::parse::trimmed;
 
 /// Label every Secret keymount writes carries; a Secret without it is never touched.
 pub const MANAGED_LABEL: &str = "secrets-store.csi.k8s.io/managed";
@@ -75,10 +76,6 @@ pub fn build(
         .collect()
 }
 
-fn non_empty(value: Option<&String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
 fn build_one(
     class: &str,
     index: usize,
@@ -90,7 +87,7 @@ fn build_one(
         index,
         field: field.to_owned(),
     };
-    let name = non_empty(object.secret_name.as_ref()).ok_or_else(|| missing("secretName"))?;
+    let name = trimmed(object.secret_name.as_deref()).ok_or_else(|| missing("secretName"))?;
     // The name goes into the path of the GET and the apply: only a valid name may.
     names::subdomain(&format!("secretObjects[{index}].secretName"), &name).map_err(|source| {
         BuildError::InvalidName {
@@ -98,7 +95,7 @@ fn build_one(
             source,
         }
     })?;
-    let type_ = non_empty(object.type_.as_ref()).ok_or_else(|| missing("type"))?;
+    let type_ = trimmed(object.type_.as_deref()).ok_or_else(|| missing("type"))?;
     let entries = object
         .data
         .as_deref()
@@ -106,10 +103,10 @@ fn build_one(
         .ok_or_else(|| missing("data"))?;
     let mut data = BTreeMap::new();
     for (i, entry) in entries.iter().enumerate() {
-        let object_name = non_empty(entry.object_name.as_ref())
+        let object_name = trimmed(entry.object_name.as_deref())
             .ok_or_else(|| missing(&format!("data[{i}].objectName")))?;
         let key =
-            non_empty(entry.key.as_ref()).ok_or_else(|| missing(&format!("data[{i}].key")))?;
+            trimmed(entry.key.as_deref()).ok_or_else(|| missing(&format!("data[{i}].key")))?;
         let bytes = file(&object_name).ok_or_else(|| BuildError::MissingObject {
             class: class.to_owned(),
             secret: name.clone(),

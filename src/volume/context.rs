@@ -62,13 +62,11 @@ impl VolumeContext {
     pub fn parse(map: &BTreeMap<String, String>) -> Result<Self, ContextError> {
         // Every value is a string, so serde can only complain about missing keys; tokens are
         // read elsewhere and are left out so they can never reach an error message.
-        let object = map
-            .iter()
-            .filter(|(k, _)| k.as_str() != crate::provider::tokens::TOKENS_KEY)
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let context = Self::deserialize(serde_json::Value::Object(object))
-            .map_err(|e| ContextError::Missing(e.to_string()))?;
+        let context: Self = crate::parse::from_string_map(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != crate::provider::tokens::TOKENS_KEY),
+        )
+        .map_err(|e| ContextError::Missing(e.to_string()))?;
         if context.class.trim().is_empty() {
             return Err(ContextError::Missing("secretProviderClass is empty".into()));
         }

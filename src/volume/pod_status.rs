@@ -6,10 +6,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::class::crd::{GROUP, NODE_LABEL, PodStatusObject, SecretProviderClassPodStatus};
+use crate::names::FIELD_MANAGER;
 use crate::provider::ObjectVersion;
-
-/// Field manager of every object keymount writes.
-pub const FIELD_MANAGER: &str = "keymount";
 
 /// What the status object records for one pod and class.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 
 use super::state::VolumeRecord;
 use crate::class::SecretProviderClass;
@@ -33,7 +33,7 @@ pub(super) fn due(
     record: &VolumeRecord,
     class: &SecretProviderClass,
     interval: Option<Duration>,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> bool {
     if record.status_stale {
         return true;
@@ -41,8 +41,8 @@ pub(super) fn due(
     if refresh_stamp(class) != record.refresh_stamp {
         return true;
     }
-    let floor = chrono::Duration::from_std(MIN_ROTATION_INTERVAL).expect("a second fits");
-    if record.fetched_at + floor > now {
+    let floor = SignedDuration::try_from(MIN_ROTATION_INTERVAL).expect("a second fits");
+    if record.fetched_at.checked_add(floor).is_ok_and(|t| t > now) {
         return false;
     }
     if record.refresh_before.is_some_and(|t| t <= now) {
@@ -66,8 +66,11 @@ pub(super) fn due(
         .or(interval)
         .unwrap_or_default()
         .max(MIN_ROTATION_INTERVAL);
-    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
-    record.fetched_at + interval <= now
+    // An interval past the end of time is never due.
+    SignedDuration::try_from(interval)
+        .ok()
+        .and_then(|interval| record.fetched_at.checked_add(interval).ok())
+        .is_some_and(|due| due <= now)
 }
 
 #[cfg(test)]
@@ -85,7 +88,7 @@ mod tests {
         .unwrap()
     }
 
-    fn fetched(ago: chrono::Duration) -> VolumeRecord {
+    fn fetched(ago: SignedDuration) -> VolumeRecord {
         VolumeRecord {
             volume_id: "v".into(),
             target_path: "/t".into(),
@@ -95,7 +98,7 @@ mod tests {
             class: "db".into(),
             provider: "fake".into(),
             versions: vec![],
-            fetched_at: Utc::now() - ago,
+            fetched_at: Timestamp::now() - ago,
             refresh_before: None,
             refresh_stamp: None,
             status_stale: false,
@@ -107,25 +110,25 @@ mod tests {
     #[test]
     fn the_interval_decides_and_a_class_cannot_go_below_the_floor() {
         let hour = Some(Duration::from_secs(3600));
-        let now = Utc::now();
+        let now = Timestamp::now();
         let plain = class(&[]);
         assert!(!due(
-            &fetched(chrono::Duration::minutes(59)),
+            &fetched(SignedDuration::from_mins(59)),
             &plain,
             hour,
             now
         ));
         assert!(due(
-            &fetched(chrono::Duration::minutes(61)),
+            &fetched(SignedDuration::from_mins(61)),
             &plain,
             hour,
             now
         ));
         let eager = class(&[(ROTATION_INTERVAL_ANNOTATION, "1ms")]);
-        let just = fetched(chrono::Duration::milliseconds(500));
+        let just = fetched(SignedDuration::from_millis(500));
         assert!(!due(&just, &eager, hour, now), "the floor holds");
         let mut leased = just.clone();
-        leased.refresh_before = Some(now - chrono::Duration::seconds(1));
+        leased.refresh_before = Some(now - SignedDuration::from_secs(1));
         assert!(
             !due(&leased, &plain, hour, now),
             "a lease does not beat the floor"
@@ -135,8 +138,8 @@ mod tests {
     #[test]
     fn a_new_refresh_stamp_or_a_stale_status_fetches_at_once() {
         let hour = Some(Duration::from_secs(3600));
-        let just = fetched(chrono::Duration::zero());
-        let now = Utc::now();
+        let just = fetched(SignedDuration::ZERO);
+        let now = Timestamp::now();
         assert!(!due(&just, &class(&[]), hour, now));
         assert!(due(&just, &class(&[(REFRESH_ANNOTATION, "1")]), hour, now));
         let mut stale = just.clone();

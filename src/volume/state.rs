@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::fs::group::FsGroup;
@@ -33,10 +33,10 @@ pub struct VolumeRecord {
     pub provider: String,
     pub versions: Vec<ObjectVersion>,
     /// When the provider was last asked.
-    pub fetched_at: DateTime<Utc>,
+    pub fetched_at: Timestamp,
     /// When some object must be fetched again regardless of the interval (leases).
     #[serde(default)]
-    pub refresh_before: Option<DateTime<Utc>>,
+    pub refresh_before: Option<Timestamp>,
     /// The class's refresh annotation as of the last fetch (on-demand refresh).
     #[serde(default)]
     pub refresh_stamp: Option<String>,

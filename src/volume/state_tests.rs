@@ -18,7 +18,7 @@ fn record(id: &str) -> VolumeRecord {
             id: "a".into(),
             version: "1".into(),
         }],
-        fetched_at: Utc::now(),
+        fetched_at: jiff::Timestamp::now(),
         refresh_before: None,
         refresh_stamp: None,
         status_stale: false,

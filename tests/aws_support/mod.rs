@@ -107,11 +107,11 @@ impl PodIdentityAgent {
                             .body(Body::from(r#"{"Message":"invalid token"}"#))
                             .unwrap();
                     }
-                    let expiry = chrono::Utc::now() + chrono::Duration::hours(6);
+                    let expiry = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(6);
                     let body = json!({
                         "AccessKeyId": key, "SecretAccessKey": "pod-identity-secret-access-key",
                         "Token": "pod-identity-session-token", "AccountId": "123456789012",
-                        "Expiration": expiry.to_rfc3339(),
+                        "Expiration": expiry.to_string(),
                     });
                     Response::builder()
                         .status(200)
@@ -136,26 +136,18 @@ impl PodIdentityAgent {
 /// A Secrets Manager client for moto in `region`.
 pub fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
     let config = moto
-        .secretsmanager()
-        .config()
+        .sdk_config()
         .to_builder()
         .region(aws_sdk_secretsmanager::config::Region::new(
             region.to_owned(),
         ))
         .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
+    aws_sdk_secretsmanager::Client::new(&config)
 }
 
 /// An SSM client for moto in us-east-1.
 pub fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-        .region(aws_sdk_ssm::config::Region::new(REGION))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(Moto::credentials())
-        .http_client(Moto::http_client())
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
+    aws_sdk_ssm::Client::new(&moto.sdk_config())
 }
 
 /// Kubelet's tokens JSON for some audiences.

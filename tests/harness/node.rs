@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use keymount::proto::csi::identity_client::IdentityClient;
 use keymount::proto::csi::node_client::NodeClient;
 use keymount::proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
@@ -14,8 +13,7 @@ use keymount::proto::csi::{
     NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How to start the node.
 #[derive(Debug, Clone, Default)]
@@ -284,12 +282,7 @@ impl Drop for NodeProcess {
 
 /// A gRPC channel over a unix socket.
 pub async fn channel(socket: &Path) -> Channel {
-    let socket = socket.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-        }))
+    keymount::unix_channel::connect(socket)
         .await
         .expect("connect to CSI socket")
 }

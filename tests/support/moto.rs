@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use aws_types::sdk_config::SharedCredentialsProvider;
 
 use super::proc::{KillOnDrop, find_exe, free_port, install_crypto_provider, tail, wait_until};
 
@@ -106,15 +107,19 @@ impl Moto {
             .build_https()
     }
 
-    /// A Secrets Manager client pointed at this moto (region us-east-1, static credentials).
-    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
-        let config = aws_sdk_secretsmanager::Config::builder()
+    /// The SDK configuration of a client of this moto: region us-east-1, static credentials.
+    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+        aws_types::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(Self::credentials())
+            .credentials_provider(SharedCredentialsProvider::new(Self::credentials()))
             .http_client(Self::http_client())
-            .build();
-        aws_sdk_secretsmanager::Client::from_conf(config)
+            .build()
+    }
+
+    /// A Secrets Manager client pointed at this moto.
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config())
     }
 }

@@ -10,7 +10,7 @@ pub const DATA_TMP_LINK: &str = "..data_tmp";
 
 /// A fresh generation name (the random suffix keeps two writes in one second apart).
 pub fn new_name() -> String {
-    let now = chrono::Utc::now().format("%Y_%m_%d_%H_%M_%S");
+    let now = jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S");
     format!("..{now}.{:010}", rand::random::<u32>())
 }
 

@@ -61,12 +61,7 @@ pub fn data_link(vol: &DirFd) -> Result<DataLink, WriteError> {
 }
 
 fn describe(dest: &std::ffi::OsStr) -> String {
-    let shown = dest.to_string_lossy();
-    let mut shown: String = shown.chars().take(200).collect();
-    if dest.len() > 200 {
-        shown.push('…');
-    }
-    format!("{shown:?}")
+    format!("{:?}", crate::text::shorten(&dest.to_string_lossy(), 200))
 }
 
 /// One top-level entry, read without following it.

@@ -316,16 +316,10 @@ impl reqwest::dns::Resolve for CheckedResolver {
 
 /// The refusal inside a failed request's error chain, if the resolver refused.
 pub fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<AddressError> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(refused) = e.downcast_ref::<AddressError>()
-            && !matches!(refused, AddressError::Lookup { .. })
-        {
-            return Some(refused.clone());
-        }
-        current = e.source();
-    }
-    None
+    crate::text::causes(error)
+        .filter_map(|e| e.downcast_ref::<AddressError>())
+        .find(|refused| !matches!(refused, AddressError::Lookup { .. }))
+        .cloned()
 }
 
 #[cfg(test)]

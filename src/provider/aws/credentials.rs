@@ -10,10 +10,11 @@ use aws_sdk_secretsmanager::config::Credentials;
 use serde::Deserialize;
 use tonic::Code;
 
-use super::error::{AwsError, classify, short, source_chain};
+use super::error::{AwsError, classify};
 use super::sdk::SdkSettings;
 use crate::provider::slots::Slots;
 use crate::redact::Redacted;
+use crate::text::{detail, error_chain};
 
 /// Pod Identity agent endpoints (as ASCP and the AWS SDKs).
 pub const POD_IDENTITY_IPV4: &str = "http://169.254.170.23/v1/credentials";
@@ -185,14 +186,14 @@ impl CredentialCache {
             .map_err(|e| {
                 failed(
                     Code::Unavailable,
-                    format!("cannot reach the agent: {}", short(&source_chain(&e))),
+                    format!("cannot reach the agent: {}", detail(&error_chain(&e))),
                 )
             })?;
         let status = response.status();
         let body = response
             .bytes()
             .await
-            .map_err(|e| failed(Code::Unavailable, short(&source_chain(&e))))?;
+            .map_err(|e| failed(Code::Unavailable, detail(&error_chain(&e))))?;
         if !status.is_success() {
             let code = if status.is_server_error() || status.as_u16() == 429 {
                 Code::Unavailable
@@ -203,7 +204,7 @@ impl CredentialCache {
             let detail = if text.contains(token.expose().as_str()) {
                 "details withheld".to_owned()
             } else {
-                short(&text)
+                detail(&text)
             };
             return Err(failed(code, format!("HTTP {status}: {detail}")));
         }
@@ -219,7 +220,7 @@ impl CredentialCache {
         let expiry = answer
             .expiration
             .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .map(SystemTime::from);
         Ok(Credentials::new(
             answer.access_key_id,

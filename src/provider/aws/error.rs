@@ -6,7 +6,8 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use tonic::Code;
 
-use crate::provider::ProviderError;
+use crate::provider::{ErrorKind, ProviderFailure};
+use crate::text::{detail, error_chain};
 
 /// One failure of the AWS provider. `Clone` so one fetch can answer several objects.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,9 +89,8 @@ pub struct Failure {
     pub detail: String,
 }
 
-impl AwsError {
-    /// The gRPC code that fits.
-    pub fn code(&self) -> Code {
+impl ProviderFailure for AwsError {
+    fn code(&self) -> Code {
         match self {
             Self::InvalidParameter { .. } | Self::MissingPodInfo { .. } => Code::InvalidArgument,
             Self::NoRegion { .. }
@@ -104,38 +104,33 @@ impl AwsError {
         }
     }
 
-    /// The metrics `error_type` label.
-    pub fn reason(&self) -> &'static str {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidParameter { .. } => "InvalidParameter",
-            Self::NoRegion { .. } => "NoRegion",
-            Self::MissingPodInfo { .. } => "MissingPodInfo",
-            Self::MissingToken { .. } => "MissingServiceAccountToken",
+            Self::InvalidParameter { .. } => ErrorKind::InvalidParameter,
+            Self::NoRegion { .. } => ErrorKind::NoRegion,
+            Self::MissingPodInfo { .. } => ErrorKind::MissingPodInfo,
+            Self::MissingToken { .. } => ErrorKind::MissingToken,
             Self::MissingRoleAnnotation { .. }
             | Self::MissingRoleParameter
-            | Self::ServiceAccountNotFound { .. } => "MissingIAMRole",
-            Self::Kubernetes { .. } => "KubernetesLookupFailed",
-            Self::AssumeRole { .. } | Self::PodIdentity { .. } => "AWSCredentialsFailed",
+            | Self::ServiceAccountNotFound { .. } => ErrorKind::MissingIamRole,
+            Self::Kubernetes { .. } => ErrorKind::KubernetesLookup,
+            Self::AssumeRole { .. } | Self::PodIdentity { .. } => ErrorKind::AwsCredentials,
             Self::Fetch { failure, .. } => match failure.code {
-                Code::NotFound => "AWSSecretNotFound",
-                Code::PermissionDenied => "AWSPermissionDenied",
-                Code::Unavailable => "AWSUnavailable",
-                _ => "AWSRequestFailed",
+                Code::NotFound => ErrorKind::AwsNotFound,
+                Code::PermissionDenied => ErrorKind::AwsPermissionDenied,
+                Code::Unavailable => ErrorKind::AwsUnavailable,
+                _ => ErrorKind::AwsRequest,
             },
-            Self::JmesPath { .. } => "JmesPathFailed",
+            Self::JmesPath { .. } => ErrorKind::JmesPath,
         }
     }
+}
 
+impl AwsError {
     /// True when another region may succeed where this one failed (5xx, throttling after
     /// retries, timeouts, connection failures).
     pub fn is_unavailable(&self) -> bool {
         self.code() == Code::Unavailable
-    }
-}
-
-impl From<AwsError> for ProviderError {
-    fn from(error: AwsError) -> Self {
-        ProviderError::new(error.code(), error.reason(), error.to_string())
     }
 }
 
@@ -190,19 +185,6 @@ pub fn code_of(aws_code: &str, status: Option<u16>) -> Code {
     }
 }
 
-/// Shortens an AWS message to one line; AWS error messages hold no secret values.
-pub fn short(text: &str) -> String {
-    let text = text.replace(['\n', '\r', '\t'], " ");
-    let mut out: String = text.chars().take(300).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    if out.is_empty() {
-        out.push_str("no details");
-    }
-    out
-}
-
 /// Classifies any AWS SDK failure. Transport problems and timeouts are `Unavailable`.
 pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
 where
@@ -211,7 +193,7 @@ where
     let transport = |kind: &str| Failure {
         code: Code::Unavailable,
         aws_code: kind.to_owned(),
-        detail: short(&source_chain(error)),
+        detail: detail(&error_chain(error)),
     };
     match error {
         SdkError::ServiceError(service) => {
@@ -220,7 +202,7 @@ where
             let status = Some(service.raw().status().as_u16());
             Failure {
                 code: code_of(&aws_code, status),
-                detail: short(err.message().unwrap_or("no details")),
+                detail: detail(err.message().unwrap_or("no details")),
                 aws_code,
             }
         }
@@ -230,26 +212,14 @@ where
         SdkError::ConstructionFailure(_) => Failure {
             code: Code::Internal,
             aws_code: "ConstructionFailure".into(),
-            detail: short(&source_chain(error)),
+            detail: detail(&error_chain(error)),
         },
         _ => Failure {
             code: Code::Unknown,
             aws_code: "Unknown".into(),
-            detail: short(&source_chain(error)),
+            detail: detail(&error_chain(error)),
         },
     }
-}
-
-/// An error and its sources, joined with ": ".
-pub(super) fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -289,7 +259,7 @@ mod tests {
                 detail: "Secrets Manager can't find the specified secret.".into(),
             }),
         };
-        let p = ProviderError::from(e);
+        let p = crate::provider::ProviderError::from(e);
         assert_eq!(p.code(), Code::NotFound);
         assert_eq!(p.reason(), "AWSSecretNotFound");
         assert!(p.to_string().contains("prod/db") && p.to_string().contains("eu-west-1"));
@@ -299,6 +269,6 @@ mod tests {
         };
         assert_eq!(missing.code(), Code::FailedPrecondition);
         assert!(missing.to_string().contains("eks.amazonaws.com/role-arn"));
-        assert!(short(&"x".repeat(1000)).ends_with('…'));
+        assert!(detail(&"x".repeat(1000)).ends_with('…'));
     }
 }

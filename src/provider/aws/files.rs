@@ -117,6 +117,7 @@ pub fn add_files(object: &AwsObject, value: &Value, out: &mut MountOutput) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ProviderFailure as _;
     use crate::provider::aws::params::parse_objects;
 
     fn value(text: &str) -> Value {

@@ -196,8 +196,7 @@ impl AwsProvider {
             params.pod_namespace.as_deref().unwrap_or_default(),
             params.service_account.as_deref().unwrap_or_default()
         );
-        let subject = super::vault::auth::token_subject(token)
-            .unwrap_or_else(|| super::version_key::token_digest(token.expose().as_bytes()));
+        let subject = super::tokens::subject_key(token);
         if params.use_pod_identity {
             let endpoints = match (&self.args.aws_pod_identity_endpoint, params.address_type) {
                 (Some(e), _) => vec![e.clone()],

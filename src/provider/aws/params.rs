@@ -119,17 +119,9 @@ pub(super) fn invalid(name: &str, reason: impl Into<String>) -> AwsError {
     }
 }
 
+/// The value trimmed, or `None` when blank.
 pub(super) fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(name: &str, text: &str) -> Result<bool, AwsError> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(invalid(name, format!("{text:?} is not a boolean"))),
-    }
+    crate::parse::trimmed(value.as_deref())
 }
 
 /// `pathTranslation`: `None` keeps `/` (files in subdirectories).
@@ -177,11 +169,7 @@ pub fn parse_arn(name: &str) -> Option<Arn<'_>> {
 impl MountParameters {
     /// Parses the attributes of a mount. `permission` is the driver's default file mode.
     pub fn parse(attributes: &BTreeMap<String, String>, permission: u32) -> Result<Self, AwsError> {
-        let object = attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let raw = RawParameters::deserialize(serde_json::Value::Object(object))
+        let raw: RawParameters = crate::parse::from_string_map(attributes)
             .map_err(|e| invalid("parameters", e.to_string()))?;
         let region = non_empty(raw.region);
         let failover_region = non_empty(raw.failover_region);
@@ -194,7 +182,7 @@ impl MountParameters {
             ));
         }
         let use_pod_identity = match non_empty(raw.use_pod_identity) {
-            Some(text) => parse_bool("usePodIdentity", &text)?,
+            Some(text) => crate::parse::go_bool(&text).map_err(|e| invalid("usePodIdentity", e))?,
             None => false,
         };
         let address_type = match non_empty(raw.preferred_address_type)

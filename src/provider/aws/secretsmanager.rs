@@ -7,9 +7,10 @@ use std::sync::Arc;
 use aws_sdk_secretsmanager::Client;
 use futures::future::BoxFuture;
 
-use super::error::{AwsError, Failure, classify, code_of, short};
+use super::error::{AwsError, Failure, classify, code_of};
 use super::files::{Outcome, Request, Value, gather};
 use crate::redact::Redacted;
+use crate::text::detail;
 
 /// Most ids one `BatchGetSecretValue` call takes.
 pub const BATCH: usize = 20;
@@ -120,7 +121,7 @@ async fn batch(
                         let aws_code = e.error_code().unwrap_or("Unknown").to_owned();
                         let failure = Failure {
                             code: code_of(&aws_code, None),
-                            detail: short(e.message().unwrap_or("no details")),
+                            detail: detail(e.message().unwrap_or("no details")),
                             aws_code,
                         };
                         done.push((i, Err(failed(&requests[i], region, failure))));

@@ -34,46 +34,6 @@ pub fn pod_token<'a>(
         })
 }
 
-/// Who a JWT says it is, read without verification: only used to keep cache entries of
-/// different ServiceAccounts apart (Vault verifies the token itself at login).
-pub fn token_subject(jwt: &Redacted<String>) -> Option<String> {
-    use base64::Engine as _;
-    #[derive(Deserialize)]
-    struct Claims {
-        #[serde(default)]
-        iss: Option<String>,
-        #[serde(default)]
-        sub: Option<String>,
-        #[serde(rename = "kubernetes.io", default)]
-        kubernetes: Option<KubernetesClaims>,
-    }
-    #[derive(Deserialize)]
-    struct KubernetesClaims {
-        #[serde(default)]
-        serviceaccount: Option<Named>,
-    }
-    #[derive(Deserialize)]
-    struct Named {
-        #[serde(default)]
-        uid: Option<String>,
-    }
-    let payload = jwt.expose().split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    let uid = claims
-        .kubernetes
-        .and_then(|k| k.serviceaccount)
-        .and_then(|s| s.uid);
-    Some(format!(
-        "{}|{}|{}",
-        claims.iss.unwrap_or_default(),
-        claims.sub.unwrap_or_default(),
-        uid.unwrap_or_default()
-    ))
-}
-
 /// Logs in at `auth/<mount>/login` as `role` with the pod's `jwt`.
 pub async fn login(
     http: &VaultHttp,
@@ -154,21 +114,5 @@ mod tests {
             err.contains("present: [aws]") && !err.contains("eyJx"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn subject_separates_service_accounts() {
-        use base64::Engine as _;
-        let jwt = |claims: &str| {
-            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
-            Redacted::new(format!("eyJhbGciOiJSUzI1NiJ9.{b}.sig"))
-        };
-        let a = token_subject(&jwt(
-            r#"{"iss":"k","sub":"system:serviceaccount:a:web","kubernetes.io":{"serviceaccount":{"name":"web","uid":"u1"}}}"#,
-        ));
-        let b = token_subject(&jwt(r#"{"iss":"k","sub":"system:serviceaccount:b:web"}"#));
-        assert_eq!(a.as_deref(), Some("k|system:serviceaccount:a:web|u1"));
-        assert_ne!(a, b);
-        assert_eq!(token_subject(&Redacted::new("opaque".into())), None);
     }
 }

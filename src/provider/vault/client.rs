@@ -21,6 +21,7 @@ use super::error::VaultError;
 use super::params::{Connection, NodeFile, TlsSettings};
 use crate::provider::access::{Access, CheckedResolver, addresses, files};
 use crate::redact::Redacted;
+use crate::text::error_chain;
 
 /// One request to Vault.
 #[derive(Debug)]
@@ -98,7 +99,7 @@ impl VaultHttp {
             },
             None => VaultError::Unavailable {
                 target: format!("{} {}{}", req.method, conn.address, strip_query(req.path)),
-                detail: describe(&e),
+                detail: error_chain(&e),
             },
         };
         let mut response = builder.send().await.map_err(unavailable)?;
@@ -165,7 +166,7 @@ impl VaultHttp {
                 )))
                 .no_proxy();
         }
-        let client = builder.build().map_err(|e| tls_error(describe(&e)))?;
+        let client = builder.build().map_err(|e| tls_error(error_chain(&e)))?;
         clients.insert(key, client.clone());
         Ok((client, base))
     }
@@ -174,18 +175,6 @@ impl VaultHttp {
 /// A request path without its query (queries may carry arguments).
 pub fn strip_query(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
-}
-
-/// The error and its sources in one line.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn provider() -> Arc<CryptoProvider> {

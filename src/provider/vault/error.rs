@@ -3,7 +3,7 @@
 
 use tonic::Code;
 
-use crate::provider::ProviderError;
+use crate::provider::{ErrorKind, ProviderFailure};
 
 /// One failure of the Vault provider. `Clone` so single-flighted reads can share it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,9 +75,8 @@ pub enum VaultError {
     DecodeValue { object: String, encoding: String },
 }
 
-impl VaultError {
-    /// The gRPC code that fits.
-    pub fn code(&self) -> Code {
+impl ProviderFailure for VaultError {
+    fn code(&self) -> Code {
         match self {
             Self::InvalidParameter { .. } | Self::ReadRejected { .. } => Code::InvalidArgument,
             Self::MissingToken { .. } | Self::ConfigureTls { .. } => Code::FailedPrecondition,
@@ -91,28 +90,21 @@ impl VaultError {
         }
     }
 
-    /// The metrics `error_type` label.
-    pub fn reason(&self) -> &'static str {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidParameter { .. } => "InvalidParameter",
-            Self::MissingToken { .. } => "MissingServiceAccountToken",
-            Self::ConfigureTls { .. } => "TLSConfiguration",
-            Self::LoginDenied { .. } | Self::LoginEmpty { .. } => "VaultLoginFailed",
-            Self::ReadDenied { .. } => "VaultPermissionDenied",
+            Self::InvalidParameter { .. } => ErrorKind::InvalidParameter,
+            Self::MissingToken { .. } => ErrorKind::MissingToken,
+            Self::ConfigureTls { .. } => ErrorKind::TlsConfiguration,
+            Self::LoginDenied { .. } | Self::LoginEmpty { .. } => ErrorKind::VaultLogin,
+            Self::ReadDenied { .. } => ErrorKind::VaultPermissionDenied,
             Self::ReadNotFound { .. } | Self::EmptyResponse { .. } | Self::MissingKey { .. } => {
-                "VaultSecretNotFound"
+                ErrorKind::VaultNotFound
             }
-            Self::ReadRejected { .. } | Self::Unexpected { .. } => "VaultRequestFailed",
-            Self::Unavailable { .. } => "VaultUnavailable",
-            Self::ResponseTooLarge { .. } => "VaultResponseTooLarge",
-            Self::DecodeValue { .. } => "DecodeFailed",
+            Self::ReadRejected { .. } | Self::Unexpected { .. } => ErrorKind::VaultRequest,
+            Self::Unavailable { .. } => ErrorKind::VaultUnavailable,
+            Self::ResponseTooLarge { .. } => ErrorKind::VaultTooLarge,
+            Self::DecodeValue { .. } => ErrorKind::DecodeFailed,
         }
-    }
-}
-
-impl From<VaultError> for ProviderError {
-    fn from(error: VaultError) -> Self {
-        ProviderError::new(error.code(), error.reason(), error.to_string())
     }
 }
 
@@ -132,15 +124,7 @@ pub fn detail_of(body: &[u8]) -> String {
             body.len()
         ),
     };
-    let text = text.replace(['\n', '\t'], " ");
-    let mut short: String = text.chars().take(300).collect();
-    if short.len() < text.len() {
-        short.push('…');
-    }
-    if short.is_empty() {
-        short.push_str("no details");
-    }
-    short
+    crate::text::detail(&text)
 }
 
 #[cfg(test)]
@@ -154,7 +138,7 @@ mod tests {
             path: "/v1/secret/data/db".into(),
             detail: "permission denied".into(),
         };
-        let e = ProviderError::from(denied);
+        let e = crate::provider::ProviderError::from(denied);
         assert_eq!(e.code(), Code::PermissionDenied);
         assert!(e.to_string().contains("/v1/secret/data/db"));
         let missing = VaultError::MissingToken {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
@@ -222,7 +222,7 @@ pub async fn fetch_all(
         .buffer_unordered(shared.concurrency.max(1));
     let responses: HashMap<RequestKey, ReadResult> = reads.collect().await;
 
-    let now = Utc::now();
+    let now = Timestamp::now();
     let mut output = MountOutput::default();
     for object in &params.objects {
         let key = RequestKey::of(object);
@@ -252,8 +252,8 @@ pub async fn fetch_all(
 }
 
 /// Fetch again after four fifths of a lease, before it ends.
-fn refresh_time(now: DateTime<Utc>, lease_seconds: i64) -> Option<DateTime<Utc>> {
-    (lease_seconds > 0).then(|| now + chrono::Duration::milliseconds(lease_seconds * 800))
+fn refresh_time(now: Timestamp, lease_seconds: i64) -> Option<Timestamp> {
+    (lease_seconds > 0).then(|| now + SignedDuration::from_millis(lease_seconds * 800))
 }
 
 /// The file content of `object` from its response.
@@ -393,11 +393,11 @@ mod tests {
         assert_ne!(version(&k, &o, b"x"), version(&k, &o, b"y"));
         assert_ne!(version(&k, &o, b"x"), version(&k, &p, b"x"));
         assert_ne!(version(&k, &o, b"x"), version(&other, &o, b"x"));
-        let now = Utc::now();
+        let now = Timestamp::now();
         assert_eq!(refresh_time(now, 0), None);
         assert_eq!(
             refresh_time(now, 100),
-            Some(now + chrono::Duration::seconds(80))
+            Some(now + SignedDuration::from_secs(80))
         );
         let post = object(
             "- {objectName: c, secretPath: pki/issue/web, method: post, secretArgs: {common_name: a}}",

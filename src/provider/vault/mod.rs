@@ -147,8 +147,7 @@ impl VaultProvider {
         let subject = format!(
             "{}|{}",
             params.service_account.as_deref().unwrap_or_default(),
-            auth::token_subject(&jwt)
-                .unwrap_or_else(|| super::version_key::token_digest(jwt.expose().as_bytes()))
+            super::tokens::subject_key(&jwt)
         );
         let identity = Identity {
             connection: params.connection.clone(),

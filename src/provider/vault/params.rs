@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::VaultArgs;
 use super::error::VaultError;
+use crate::parse::non_blank;
 use crate::provider::access::Access;
 
 /// Audience of the kubelet token used when the class names none.
@@ -183,19 +184,6 @@ fn invalid(name: &str, reason: impl Into<String>) -> VaultError {
     }
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.trim().is_empty())
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(name: &str, text: &str) -> Result<bool, VaultError> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(invalid(name, format!("{text:?} is not a boolean"))),
-    }
-}
-
 impl MountParameters {
     /// Parses the attributes of a mount and overlays them on the node defaults; an address
     /// the class names must be one `access` allows.
@@ -204,15 +192,11 @@ impl MountParameters {
         defaults: &VaultArgs,
         access: &Access,
     ) -> Result<Self, VaultError> {
-        let object = attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let raw = RawParameters::deserialize(serde_json::Value::Object(object))
+        let raw: RawParameters = crate::parse::from_string_map(attributes)
             .map_err(|e| invalid("parameters", e.to_string()))?;
 
-        let role = non_empty(raw.role_name).ok_or_else(|| invalid("roleName", "is required"))?;
-        let class_address = non_empty(raw.address);
+        let role = non_blank(raw.role_name).ok_or_else(|| invalid("roleName", "is required"))?;
+        let class_address = non_blank(raw.address);
         let from_class = class_address.is_some();
         let address = class_address
             .or_else(|| defaults.vault_addr.clone())
@@ -239,8 +223,8 @@ impl MountParameters {
                 .map_err(|e| invalid("vaultAddress", e.to_string()))?;
         }
         let auth_mount = match (
-            non_empty(raw.kubernetes_mount_path),
-            non_empty(raw.auth_mount_path),
+            non_blank(raw.kubernetes_mount_path),
+            non_blank(raw.auth_mount_path),
         ) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -252,12 +236,14 @@ impl MountParameters {
             (None, None) => defaults.vault_mount.clone(),
         };
         let auth_mount = auth_mount.trim_matches('/').to_owned();
-        let skip_verify = match non_empty(raw.skip_tls_verify) {
-            Some(text) => parse_bool("vaultSkipTLSVerify", text.trim())?,
+        let skip_verify = match non_blank(raw.skip_tls_verify) {
+            Some(text) => {
+                crate::parse::go_bool(text.trim()).map_err(|e| invalid("vaultSkipTLSVerify", e))?
+            }
             None => defaults.vault_tls_skip_verify,
         };
         let file = |name: &'static str, value: Option<String>, default: &Option<PathBuf>| {
-            non_empty(value)
+            non_blank(value)
                 .map(|path| NodeFile::from_class(name, path))
                 .or_else(|| NodeFile::from_admin(default))
         };
@@ -272,7 +258,7 @@ impl MountParameters {
                 raw.ca_directory,
                 &defaults.vault_tls_ca_directory,
             ),
-            server_name: non_empty(raw.tls_server_name)
+            server_name: non_blank(raw.tls_server_name)
                 .or_else(|| defaults.vault_tls_server_name.clone()),
             skip_verify,
             // The admin's client identity goes only to the admin's address: a class that names
@@ -311,12 +297,12 @@ impl MountParameters {
             connection: Connection {
                 address,
                 from_class,
-                namespace: non_empty(raw.namespace).or_else(|| defaults.vault_namespace.clone()),
+                namespace: non_blank(raw.namespace).or_else(|| defaults.vault_namespace.clone()),
                 tls,
             },
             role,
             auth_mount,
-            audience: non_empty(raw.audience).unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+            audience: non_blank(raw.audience).unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
             objects,
             service_account,
         })

@@ -8,7 +8,7 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use jiff::Timestamp;
 
 use super::VolumeService;
 use crate::class::SecretProviderClass;
@@ -212,7 +212,7 @@ impl VolumeService {
                 class: volume.class.clone(),
                 provider: volume.provider.clone(),
                 versions: output.versions,
-                fetched_at: Utc::now(),
+                fetched_at: Timestamp::now(),
                 refresh_before: output.refresh_before,
                 refresh_stamp: rotation::refresh_stamp(&fill.class),
                 status_stale: status.is_err(),

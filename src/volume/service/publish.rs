@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use jiff::Timestamp;
 
 use super::VolumeService;
 use super::fill::Fill;
@@ -151,7 +151,12 @@ impl VolumeService {
             .get(&context.pod_namespace, &context.class)
             .await?;
         if let Some(record) = rotating
-            && !rotation::due(record, &class, self.config.rotation_interval, Utc::now())
+            && !rotation::due(
+                record,
+                &class,
+                self.config.rotation_interval,
+                Timestamp::now(),
+            )
         {
             return Ok(None);
         }

@@ -1,17 +1,18 @@
 //! Client for external provider plugins (`v1alpha1.CSIDriverProvider` on `<dir>/<name>.sock`),
 //! so every existing provider works with keymount unchanged.
 
+mod error;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+pub use self::error::PluginError;
 use super::{MountInput, MountOutput, ObjectVersion, Provider, ProviderError, ResolveError};
 use crate::fs::atomic_writer::Payload;
 use crate::proto::provider as pb;
@@ -104,15 +105,7 @@ pub struct PluginProvider {
 
 impl PluginProvider {
     fn new(name: &str, socket: &Path, settings: &PluginSettings) -> Self {
-        let path = socket.to_owned();
-        // The URI only sets `:authority` (localhost, as upstream); the connector dials the socket.
-        let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(
-            tower::service_fn(move |_| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }),
-        );
-        let client = CsiDriverProviderClient::new(channel)
+        let client = CsiDriverProviderClient::new(crate::unix_channel::lazy(socket))
             .max_decoding_message_size(settings.max_message_bytes);
         Self {
             name: name.to_owned(),
@@ -123,29 +116,32 @@ impl PluginProvider {
         }
     }
 
-    fn status_error(&self, call: &str, status: &tonic::Status) -> ProviderError {
-        let message = format!(
-            "provider {:?} ({}) {call} failed: {}",
-            self.name,
-            self.socket.display(),
-            status.message()
+    fn status_error(&self, call: &'static str, status: &tonic::Status) -> PluginError {
+        let (name, socket, message) = (
+            self.name.clone(),
+            self.socket.clone(),
+            status.message().to_owned(),
         );
         if too_large(status) {
-            return ProviderError::new(
-                tonic::Code::ResourceExhausted,
-                "ProviderResponseTooLarge",
-                format!(
-                    "{message} (the answer is over the limit of {} bytes: raise \
-                     --max-call-recv-msg-size if the secrets are this large)",
-                    self.settings.max_message_bytes
-                ),
-            );
+            return PluginError::TooLarge {
+                name,
+                socket,
+                call,
+                message,
+                limit: self.settings.max_message_bytes,
+            };
         }
-        ProviderError::new(status.code(), "GRPCProviderError", message)
+        PluginError::Call {
+            name,
+            socket,
+            call,
+            code: status.code(),
+            message,
+        }
     }
 
     /// Calls `f`, retrying on UNAVAILABLE with backoff. The caller sets the deadline.
-    async fn call<T, F, Fut>(&self, call: &str, f: F) -> Result<T, ProviderError>
+    async fn call<T, F, Fut>(&self, call: &'static str, f: F) -> Result<T, PluginError>
     where
         F: Fn(CsiDriverProviderClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -169,7 +165,7 @@ impl PluginProvider {
         }
     }
 
-    async fn handshake(&self) -> Result<(), ProviderError> {
+    async fn handshake(&self) -> Result<(), PluginError> {
         let version = self
             .version
             .get_or_try_init(|| {
@@ -182,14 +178,10 @@ impl PluginProvider {
             })
             .await?;
         if version.version != API_VERSION {
-            return Err(ProviderError::new(
-                tonic::Code::FailedPrecondition,
-                "IncompatibleProviderVersion",
-                format!(
-                    "provider {:?} speaks API {:?}, keymount speaks {API_VERSION}",
-                    self.name, version.version
-                ),
-            ));
+            return Err(PluginError::Version {
+                name: self.name.clone(),
+                version: version.version.clone(),
+            });
         }
         Ok(())
     }
@@ -204,21 +196,8 @@ fn too_large(status: &tonic::Status) -> bool {
             && status.message().contains("message length too large"))
 }
 
-/// A plugin's error code as text for a message: at most 100 characters, no control characters.
-fn shown_code(code: &str) -> String {
-    let mut shown: String = code
-        .chars()
-        .take(100)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if code.chars().count() > 100 {
-        shown.push('…');
-    }
-    shown
-}
-
 /// The upstream request encoding: attributes and secrets as JSON strings, mode as decimal.
-fn to_request(input: &MountInput) -> Result<pb::MountRequest, ProviderError> {
+fn to_request(input: &MountInput) -> Result<pb::MountRequest, PluginError> {
     let mut attributes = input.attributes.clone();
     if let Some(raw) = input.tokens.raw() {
         attributes.insert(TOKENS_KEY.to_owned(), raw.expose().clone());
@@ -245,14 +224,8 @@ fn to_request(input: &MountInput) -> Result<pb::MountRequest, ProviderError> {
     })
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, ProviderError> {
-    serde_json::to_string(value).map_err(|e| {
-        ProviderError::new(
-            tonic::Code::Internal,
-            "ProviderError",
-            format!("encode request: {e}"),
-        )
-    })
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, PluginError> {
+    serde_json::to_string(value).map_err(PluginError::Encode)
 }
 
 #[async_trait]
@@ -268,23 +241,14 @@ impl Provider for PluginProvider {
             .await?;
         if let Some(error) = response.error.filter(|e| !e.code.is_empty()) {
             // The code is the plugin's text: in the message, never in a metric label.
-            return Err(ProviderError::new(
-                tonic::Code::Internal,
-                "GRPCProviderError",
-                format!(
-                    "provider {:?} failed to mount: {}",
-                    self.name,
-                    shown_code(&error.code)
-                ),
-            ));
+            return Err(PluginError::mount(&self.name, &error.code).into());
         }
         // Over the wire an empty list is what upstream reads as nil: a failure.
         if response.object_version.is_empty() {
-            return Err(ProviderError::new(
-                tonic::Code::Internal,
-                "ProviderError",
-                format!("provider {:?} returned no object versions", self.name),
-            ));
+            return Err(PluginError::NoVersions {
+                name: self.name.clone(),
+            }
+            .into());
         }
         let files = response
             .files
