@@ -5,6 +5,10 @@
 //! names through `..data`; then unmount and rmdir. `benches/publish.rs` reports keymount's CPU
 //! per publish; docs/PERFORMANCE.md gives both as a ratio to this floor.
 //!
+//! It then measures the floor of the one gRPC round trip a node plugin's CPU takes part in per
+//! publish (`common/grpc_round_trip.rs`), so keymount's figures can also be read against the
+//! kernel's floor plus that.
+//!
 //! `cargo bench --bench floor -- [--volumes N] [--disk fresh-ext4|here]`
 
 use std::fs;
@@ -132,7 +136,10 @@ fn main() {
     );
     publish.print("publish", volumes);
     unpublish.print("unpublish", volumes);
+    grpc_round_trip::run(volumes.max(1000), cpu_us);
 }
 
 #[path = "common/fresh_disk.rs"]
 mod fresh_disk;
+#[path = "common/grpc_round_trip.rs"]
+mod grpc_round_trip;

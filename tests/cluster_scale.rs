@@ -237,7 +237,18 @@ async fn node_memory_and_api_load_do_not_grow_with_the_cluster() {
     )
     .await;
 
-    // A running node opens no watch of the cluster's ServiceAccounts or classes.
+    // A running node opens no watch of the cluster's ServiceAccounts or classes. The
+    // controller-manager's garbage collector watches every resource, a new CRD's from its next
+    // discovery resync (every 30 s): the baseline is taken once it watches the classes, so that
+    // its watcher cannot appear while the node runs.
+    let gc_watches = support::proc::wait_until(Duration::from_secs(90), || async {
+        watchers(kube, "SecretProviderClass").await >= 1.0
+    })
+    .await;
+    assert!(
+        gc_watches,
+        "the controller-manager's garbage collector never watched SecretProviderClasses"
+    );
     let before = (
         watchers(kube, "ServiceAccount").await,
         watchers(kube, "SecretProviderClass").await,
