@@ -172,30 +172,10 @@ flock -u 8
 wait_for kube-apiserver 90 readyz "$API_PORT" || fail_start kube-apiserver
 
 # --- kubeconfigs ---------------------------------------------------------------------------
-b64() { base64 -w0 <"$1"; }
+# shellcheck source=scripts/testbed/kubeconfig.sh
+. "$HERE/kubeconfig.sh"
 kubeconfig() { # file user cert key
-    local tmp=$1.tmp
-    cat >"$tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: https://127.0.0.1:$API_PORT
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(b64 "$3")
-    client-key-data: $(b64 "$4")
-contexts:
-- name: testbed
-  context:
-    cluster: testbed
-    user: $2
-current-context: testbed
-EOF
-    chmod 600 "$tmp" && mv -f "$tmp" "$1"
+    write_kubeconfig "$1" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" "$2" "$3" "$4"
 }
 kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager "$PKI/controller-manager.crt" "$PKI/controller-manager.key"
 

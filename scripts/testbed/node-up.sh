@@ -123,29 +123,10 @@ PKI=$DIR/pki
     leaf scheduler "/CN=system:kube-scheduler"
 ) || die "openssl failed making the node's certificates in $PKI"
 
-b64() { base64 -w0 <"$1"; }
+# shellcheck source=scripts/testbed/kubeconfig.sh
+. "$HERE/kubeconfig.sh"
 kubeconfig() { # file user cert key
-    cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: $KEYMOUNT_TESTBED_API_URL
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(b64 "$3")
-    client-key-data: $(b64 "$4")
-contexts:
-- name: testbed
-  context:
-    cluster: testbed
-    user: $2
-current-context: testbed
-EOF
-    chmod 600 "$1"
+    write_kubeconfig "$1" "$KEYMOUNT_TESTBED_API_URL" "$PKI/ca.crt" "$2" "$3" "$4"
 }
 kubeconfig "$NODE/kubelet.kubeconfig" "system:node:$NAME" "$PKI/node-$NAME.crt" "$PKI/node-$NAME.key"
 kubeconfig "$NODE/scheduler.kubeconfig" system:kube-scheduler "$PKI/scheduler.crt" "$PKI/scheduler.key"
