@@ -18,8 +18,7 @@ use keymount::provider::version_key::{self, VersionKey};
 use keymount::volume::events;
 use keymount::volume::pod_status::{self, PodStatusInput};
 use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-    WatchParams,
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchParams,
 };
 use render::{TEST_SERVER_VERSION, objects, one, render_in, root};
 use serde_json::{Value, json};
@@ -30,25 +29,7 @@ const MANAGER: &str = "keymount-chart-test";
 
 /// Server-side applies `obj` through discovery of its kind; returns the server's object.
 async fn apply(client: &kube::Client, obj: &Value) -> Result<DynamicObject, kube::Error> {
-    let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", obj["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap());
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let name = obj["metadata"]["name"].as_str().unwrap();
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
+    support::kube::apply_object(client, obj, MANAGER).await
 }
 
 /// Applies every object of `kinds` in the render; panics naming the object the server refused.

@@ -147,20 +147,7 @@ async fn the_chart_on_the_node_serves_vault_secrets_rotates_syncs_and_cleans_up(
         },
     });
     apply(&client, &class).await;
-    let volume_pod = |name: &str| {
-        node.pod(
-            &app,
-            name,
-            json!({
-                "serviceAccountName": "web",
-                "containers": [{"volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": true}]}],
-                "volumes": [{"name": "secrets", "csi": {
-                    "driver": "secrets-store.csi.k8s.io", "readOnly": true,
-                    "volumeAttributes": {"secretProviderClass": "web"},
-                }}],
-            }),
-        )
-    };
+    let volume_pod = |name: &str| chart::volume_pod(node, &app, name, "web", "web");
     let published = std::time::Instant::now();
     node.run_pod(&client, &volume_pod("web"), Duration::from_secs(120))
         .await;

@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -26,28 +24,26 @@ const DS_LABEL: &str = "app.kubernetes.io/name=keymount";
 
 /// Server-side applies `obj` through discovery of its kind.
 pub async fn apply(client: &kube::Client, obj: &Value) {
-    let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", obj["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap());
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+    support::kube::apply_object(client, obj, MANAGER)
         .await
-        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
-    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    let name = obj["metadata"]["name"].as_str().unwrap();
-    api.patch(
+        .unwrap_or_else(|e| panic!("apply {} {}: {e}", obj["kind"], obj["metadata"]["name"]));
+}
+
+/// A pod of the test box running as ServiceAccount `sa`, with one inline volume of `class`
+/// mounted at /mnt/secrets.
+pub fn volume_pod(node: &TestNode, ns: &str, name: &str, sa: &str, class: &str) -> Value {
+    node.pod(
+        ns,
         name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
+        json!({
+            "serviceAccountName": sa,
+            "containers": [{"volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": true}]}],
+            "volumes": [{"name": "secrets", "csi": {
+                "driver": "secrets-store.csi.k8s.io", "readOnly": true,
+                "volumeAttributes": {"secretProviderClass": class},
+            }}],
+        }),
     )
-    .await
-    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", obj["kind"]));
 }
 
 /// The chart's values for the test node: the imported image (never pulled), kubelet's root

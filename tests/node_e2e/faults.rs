@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::chart::{
     CHART, apply, exec_until, install_chart, keymount_log, keymount_rss_kib, kill_ds_pod,
-    mounts_of, node_values, pod_mounts, providers_dir, ready_ds_pod, uninstall, wait_ds_pod,
-    wait_event,
+    mounts_of, node_values, pod_mounts, providers_dir, ready_ds_pod, uninstall, volume_pod,
+    wait_ds_pod, wait_event,
 };
 use crate::plugin::{FakePlugin, Reply};
 use crate::support::kube::TestKube;
@@ -28,22 +28,6 @@ const PLUGIN: &str = "e2e-plugin";
 
 fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// A pod of the test box with one inline volume of `class`, mounted at /mnt/secrets.
-fn volume_pod(node: &TestNode, ns: &str, name: &str, sa: &str, class: &str) -> Value {
-    node.pod(
-        ns,
-        name,
-        json!({
-            "serviceAccountName": sa,
-            "containers": [{"volumeMounts": [{"name": "secrets", "mountPath": "/mnt/secrets", "readOnly": true}]}],
-            "volumes": [{"name": "secrets", "csi": {
-                "driver": "secrets-store.csi.k8s.io", "readOnly": true,
-                "volumeAttributes": {"secretProviderClass": class},
-            }}],
-        }),
-    )
 }
 
 async fn create(client: &kube::Client, pod: &Value) -> Pod {

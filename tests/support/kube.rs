@@ -20,7 +20,7 @@ use k8s_openapi::api::authentication::v1::{
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::proc::{install_crypto_provider, repo_root, wait_until};
@@ -430,4 +430,30 @@ fn start_private_instance() -> (PathBuf, PathBuf) {
         "kube-up.sh printed no kubeconfig path"
     );
     (PathBuf::from(kubeconfig), dir)
+}
+
+/// Server-side applies `obj` (any kind, found through discovery) as field manager `manager`,
+/// forcing conflicts; returns the server's object.
+pub async fn apply_object(
+    client: &kube::Client,
+    obj: &serde_json::Value,
+    manager: &str,
+) -> Result<DynamicObject, kube::Error> {
+    let api_version = obj["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().expect("kind"));
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let name = obj["metadata"]["name"].as_str().expect("metadata.name");
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(obj),
+    )
+    .await
 }
