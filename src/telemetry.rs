@@ -8,7 +8,8 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// The directives that keep kube's body-quoting lines out of the logs.
-pub const QUIET_BODIES: [&str; 2] = ["kube_client::client=error", "kube_runtime::watcher=info"];
+pub(crate) const QUIET_BODIES: [&str; 2] =
+    ["kube_client::client=error", "kube_runtime::watcher=info"];
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

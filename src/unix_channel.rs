@@ -36,7 +36,7 @@ fn endpoint() -> Endpoint {
 
 /// A channel that dials `socket` at its first call (and again after the server went away),
 /// so a server that starts later is found.
-pub fn lazy(socket: &Path) -> Channel {
+pub(crate) fn lazy(socket: &Path) -> Channel {
     endpoint().connect_with_connector_lazy(Dial(socket.to_owned()))
 }
 

@@ -12,13 +12,13 @@ use super::atomic_writer::room;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most files in one volume.
-    pub max_files: usize,
+    pub(crate) max_files: usize,
     /// Most path components in one file path.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
     /// Most bytes one set may take on the volume's tmpfs: each file rounded up to whole pages,
     /// plus a page for each top-level name too long for its link to live in the inode
     /// (`--tmpfs-size`). The tmpfs is mounted at twice this, see [`Limits::tmpfs_size`].
-    pub max_total_bytes: u64,
+    pub(crate) max_total_bytes: u64,
 }
 
 impl Limits {
@@ -86,7 +86,7 @@ const MAX_PATH_BYTES: usize = 4096;
 const MAX_COMPONENT_BYTES: usize = 255;
 
 /// Checks one relative path: non-empty, relative, clean, no `..`, not reserved, bounded.
-pub fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
+pub(crate) fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
     let owned = || path.to_owned();
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -140,7 +140,7 @@ pub fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
 }
 
 /// Checks a whole file set: every path, modes, duplicates, file/dir clashes, count and size.
-pub fn validate_set<'a>(
+pub(crate) fn validate_set<'a>(
     files: impl IntoIterator<Item = (&'a str, i64, u64)>,
     limits: &Limits,
 ) -> Result<(), PathError> {

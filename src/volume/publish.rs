@@ -13,11 +13,11 @@ use crate::provider::ServiceAccountTokens;
 use crate::provider::tokens::TOKENS_KEY;
 use crate::redact::Redacted;
 
-pub use super::fetch::{fetch_checked, mount_attributes};
+pub(crate) use super::fetch::{fetch_checked, mount_attributes};
 pub use super::publish_error::PublishError;
 
 /// Default file mode handed to providers (upstream sends "420").
-pub const DEFAULT_PERMISSION: u32 = 0o644;
+pub(crate) const DEFAULT_PERMISSION: u32 = 0o644;
 
 /// How the CO wants the volume accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
