@@ -27,6 +27,7 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// The role to run.
     #[command(subcommand)]
     pub command: Command,
 }

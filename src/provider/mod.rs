@@ -29,7 +29,9 @@ pub use tokens::ServiceAccountTokens;
 /// The id and version of one mounted object, as the provider reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ObjectVersion {
+    /// The object's id (the file name, for the built-in providers).
     pub id: String,
+    /// Its version as the provider tells it: a change means new content.
     pub version: String,
 }
 
@@ -88,10 +90,17 @@ pub trait Provider: Send + Sync + fmt::Debug {
 /// Why no provider could be found for a class.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// A name that could not be a socket file name (upstream's rule).
     #[error("provider name {0:?} is invalid: it must match ^[a-zA-Z0-9_-]{{0,30}}$")]
     InvalidName(String),
+    /// Neither built in nor a plugin socket.
     #[error("provider {name:?} not found: no socket {name}.sock in {dirs}")]
-    NotFound { name: String, dirs: String },
+    NotFound {
+        /// The provider name.
+        name: String,
+        /// The plugin directories searched.
+        dirs: String,
+    },
 }
 
 /// Every provider keymount can call: built-in ones by name, then external plugins.

@@ -29,22 +29,40 @@ pub(crate) const MIN_KEY_BYTES: usize = 32;
 /// Why no key could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key file could not be read.
     #[error("read HMAC key {path}: {source}")]
     Read {
+        /// The key file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// A new key file could not be written.
     #[error("create HMAC key {path}: {source}")]
     Create {
+        /// The key file.
         path: PathBuf,
+        /// Why it could not be written.
         #[source]
         source: std::io::Error,
     },
+    /// A key too short to sign with (an HMAC key weaker than its hash).
     #[error("HMAC key from {origin} is {len} bytes; at least {MIN_KEY_BYTES} are needed")]
-    TooShort { origin: String, len: usize },
+    TooShort {
+        /// Where the key came from.
+        origin: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The key Secret could not be read or created.
     #[error("HMAC key Secret {namespace}/{SECRET_NAME}: {detail}")]
-    Secret { namespace: String, detail: String },
+    Secret {
+        /// The Secret's namespace.
+        namespace: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// The key. `Debug` never shows it.

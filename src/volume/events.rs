@@ -38,8 +38,11 @@ const MAX_MESSAGE: usize = 1024;
 /// The pod an event is about.
 #[derive(Debug, Clone)]
 pub struct PodRef {
+    /// The pod's namespace (where the event is created).
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
+    /// The pod's uid, so the event names this pod and not a successor of the same name.
     pub uid: String,
 }
 

@@ -31,6 +31,7 @@ pub struct VolumeRecord {
     pub(crate) pod_uid: Option<String>,
     pub(crate) class: String,
     pub(crate) provider: String,
+    /// The versions the provider reported for the files on the volume.
     pub versions: Vec<ObjectVersion>,
     /// When the provider was last asked.
     pub(crate) fetched_at: Timestamp,

@@ -120,14 +120,18 @@ pub(crate) struct Connection {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretObject {
+    /// The file name the value is written to.
     pub object_name: String,
     pub(crate) secret_path: String,
+    /// The key within the secret's data; the whole data as JSON when absent.
     #[serde(default)]
     pub secret_key: Option<String>,
     #[serde(default)]
     pub(crate) secret_args: Option<BTreeMap<String, serde_json::Value>>,
+    /// The HTTP method of the request (GET when absent).
     #[serde(default)]
     pub method: Option<String>,
+    /// How the value is decoded before it is written (`utf-8`, `hex`, `base64`).
     #[serde(default)]
     pub encoding: Option<String>,
     #[serde(default)]
