@@ -18,17 +18,17 @@ use crate::volume::VolumeService;
 
 /// What the endpoints read.
 #[derive(Debug, Clone)]
-pub struct HttpState {
-    pub metrics: Arc<Metrics>,
-    pub volumes: Arc<VolumeService>,
+pub(crate) struct HttpState {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) volumes: Arc<VolumeService>,
     /// Set once the CSI socket is bound and served.
-    pub serving: Arc<AtomicBool>,
+    pub(crate) serving: Arc<AtomicBool>,
     /// keymount's own registration with kubelet (`--register-with-kubelet`).
-    pub registration: Option<Arc<KubeletRegistration>>,
+    pub(crate) registration: Option<Arc<KubeletRegistration>>,
 }
 
 /// The router (exposed for tests).
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -81,7 +81,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, std::borrow::Cow
 }
 
 /// Parses upstream's `:8095` form as well as `127.0.0.1:8095`.
-pub fn parse_addr(addr: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+pub(crate) fn parse_addr(addr: &str) -> Result<SocketAddr, std::net::AddrParseError> {
     if addr.starts_with(':') {
         format!("0.0.0.0{addr}").parse()
     } else {
@@ -90,7 +90,7 @@ pub fn parse_addr(addr: &str) -> Result<SocketAddr, std::net::AddrParseError> {
 }
 
 /// Serves until `shutdown` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     shutdown: CancellationToken,

@@ -23,7 +23,7 @@ impl fmt::Debug for ApiError {
 
 impl ApiError {
     /// The typed error, for deciding codes.
-    pub fn inner(&self) -> &kube::Error {
+    pub(crate) fn inner(&self) -> &kube::Error {
         &self.0
     }
 }
@@ -42,24 +42,8 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// A watch error in one line, without any response body content (kube's `Display` of an API
-/// error prints the `Status` with `Debug`, the raw body of an unparsed error answer included).
-pub fn describe_watch(error: &kube::runtime::watcher::Error) -> String {
-    use kube::runtime::watcher::Error;
-    match error {
-        Error::InitialListFailed(e) => format!("initial list failed: {}", describe(e)),
-        Error::WatchStartFailed(e) => format!("watch could not start: {}", describe(e)),
-        Error::WatchFailed(e) => format!("watch failed: {}", describe(e)),
-        Error::WatchError(status) => format!(
-            "the API server ended the watch: HTTP {} {}: {}",
-            status.code, status.reason, status.message
-        ),
-        Error::NoResourceVersion => error.to_string(),
-    }
-}
-
 /// A `kube::Error` in one line, without any response body content.
-pub fn describe(error: &kube::Error) -> String {
+pub(crate) fn describe(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if status.reason == UNPARSED_REASON => format!(
             "the API server answered HTTP {} with a body that is not a Status (not shown)",

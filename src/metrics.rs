@@ -14,32 +14,32 @@ use prometheus_client::registry::Registry;
 const OS_TYPE: &str = "linux";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OsLabels {
+pub(crate) struct OsLabels {
     os_type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabels {
+pub(crate) struct ProviderLabels {
     provider: String,
     os_type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderErrorLabels {
+pub(crate) struct ProviderErrorLabels {
     provider: String,
     error_type: String,
     os_type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RotationLabels {
+pub(crate) struct RotationLabels {
     provider: String,
     os_type: String,
     rotated: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RotationErrorLabels {
+pub(crate) struct RotationErrorLabels {
     provider: String,
     error_type: String,
     os_type: String,
@@ -168,12 +168,12 @@ impl Metrics {
     }
 
     /// Whether kubelet confirmed the registration keymount serves.
-    pub fn kubelet_registered(&self, registered: bool) {
+    pub(crate) fn kubelet_registered(&self, registered: bool) {
         self.kubelet_registered.set(i64::from(registered));
     }
 
     /// Whether the volume state journal can be written (set before each scrape).
-    pub fn state_journal_writable(&self, writable: bool) {
+    pub(crate) fn state_journal_writable(&self, writable: bool) {
         self.state_journal_writable.set(i64::from(writable));
     }
 

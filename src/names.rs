@@ -6,12 +6,12 @@
 
 /// Field manager of every object keymount writes with server-side apply (pod status objects,
 /// synced Secrets): one manager, so keymount's writes never conflict with each other.
-pub const FIELD_MANAGER: &str = "keymount";
+pub(crate) const FIELD_MANAGER: &str = "keymount";
 
 /// Longest object name (RFC 1123 subdomain).
-pub const MAX_SUBDOMAIN: usize = 253;
+pub(crate) const MAX_SUBDOMAIN: usize = 253;
 /// Longest namespace (RFC 1123 label).
-pub const MAX_LABEL: usize = 63;
+pub(crate) const MAX_LABEL: usize = 63;
 
 /// A name that is not what the API server accepts. Names the field; shows the value quoted
 /// and cut short (names are not secret, but they are tenant input of any length).
@@ -19,7 +19,7 @@ pub const MAX_LABEL: usize = 63;
 #[error("{field} {value:?} is not a valid {kind}: {reason}")]
 pub struct NameError {
     /// The attribute or field the name came from (e.g. `secretProviderClass`).
-    pub field: String,
+    pub(crate) field: String,
     value: String,
     kind: &'static str,
     reason: String,
@@ -58,7 +58,7 @@ fn label_reason(label: &str) -> Option<String> {
 }
 
 /// An object name (SecretProviderClass, Pod, Secret, ServiceAccount): an RFC 1123 subdomain.
-pub fn subdomain(field: &str, value: &str) -> Result<(), NameError> {
+pub(crate) fn subdomain(field: &str, value: &str) -> Result<(), NameError> {
     const KIND: &str = "Kubernetes object name (RFC 1123 subdomain)";
     if value.is_empty() {
         return Err(error(field, value, KIND, "empty"));
@@ -78,7 +78,7 @@ pub fn subdomain(field: &str, value: &str) -> Result<(), NameError> {
 }
 
 /// A namespace: an RFC 1123 label.
-pub fn label(field: &str, value: &str) -> Result<(), NameError> {
+pub(crate) fn label(field: &str, value: &str) -> Result<(), NameError> {
     const KIND: &str = "Kubernetes namespace (RFC 1123 label)";
     if value.contains('.') {
         return Err(error(field, value, KIND, "'.' is not allowed"));

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 /// A serde struct from a map of strings (every value a JSON string, so a field of another
 /// type is a shape error naming it). Keys the struct does not name are ignored unless it
 /// denies unknown fields.
-pub fn from_string_map<'a, T: DeserializeOwned>(
+pub(crate) fn from_string_map<'a, T: DeserializeOwned>(
     map: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Result<T, serde_json::Error> {
     let object = map
@@ -18,7 +18,7 @@ pub fn from_string_map<'a, T: DeserializeOwned>(
 
 /// Go's `strconv.ParseBool`, as upstream providers read their boolean parameters: `1 t T TRUE
 /// true True` and `0 f F FALSE false False`.
-pub fn go_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn go_bool(text: &str) -> Result<bool, String> {
     match text {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
@@ -27,7 +27,7 @@ pub fn go_bool(text: &str) -> Result<bool, String> {
 }
 
 /// The value without surrounding white space, or `None` when nothing is left.
-pub fn trimmed(value: Option<&str>) -> Option<String> {
+pub(crate) fn trimmed(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -35,7 +35,7 @@ pub fn trimmed(value: Option<&str>) -> Option<String> {
 }
 
 /// The value as given, or `None` when it is empty or only white space.
-pub fn non_blank(value: Option<String>) -> Option<String> {
+pub(crate) fn non_blank(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 

@@ -12,10 +12,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Collects the process metrics at scrape time.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 /// User and system CPU seconds of the whole process so far.
-pub fn cpu_seconds() -> Option<(f64, f64)> {
+pub(crate) fn cpu_seconds() -> Option<(f64, f64)> {
     let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
     let seconds = |tv: nix::sys::time::TimeVal| tv.num_microseconds() as f64 / 1e6;
     Some((seconds(usage.user_time()), seconds(usage.system_time())))

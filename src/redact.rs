@@ -53,7 +53,7 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Redacted<T> {
 
 /// What may be said about a JSON decoding failure without quoting its input: serde_json's own
 /// message quotes the offending value (`invalid type: string "hunter2", expected ...`).
-pub fn describe_json_error(error: &serde_json::Error) -> String {
+pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let kind = match error.classify() {
         Category::Io => "read",

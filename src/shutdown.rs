@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A token cancelled on the first SIGTERM/SIGINT.
-pub fn on_signals() -> std::io::Result<CancellationToken> {
+pub(crate) fn on_signals() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -37,31 +37,33 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
 /// journal retry), kept so that shutdown waits for them, up to a deadline, instead of
 /// dropping them mid-write when `main` returns. Finished tasks are reaped at each spawn.
 #[derive(Debug, Clone, Default)]
-pub struct Background(Arc<Mutex<JoinSet<()>>>);
+pub(crate) struct Background(Arc<Mutex<JoinSet<()>>>);
 
 impl Background {
     /// Runs `task` on the runtime and keeps it to be joined at shutdown.
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         while set.try_join_next().is_some() {}
         set.spawn(task);
     }
 
     /// Tasks not finished yet.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         while set.try_join_next().is_some() {}
         set.len()
     }
 
     /// True when no task is running.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Waits for every task spawned so far, at most `deadline`; the ones still running then
     /// are aborted. Returns how many were.
-    pub async fn join(&self, deadline: Duration) -> usize {
+    pub(crate) async fn join(&self, deadline: Duration) -> usize {
         let mut set = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         let all = async {
             while let Some(done) = set.join_next().await {

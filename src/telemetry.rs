@@ -8,11 +8,15 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// The directives that keep kube's body-quoting lines out of the logs.
-pub const QUIET_BODIES: [&str; 2] = ["kube_client::client=error", "kube_runtime::watcher=info"];
+pub(crate) const QUIET_BODIES: [&str; 2] =
+    ["kube_client::client=error", "kube_runtime::watcher=info"];
 
 /// Log line format.
+#[expect(missing_docs, reason = "a variant's doc comment would change `--help`")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    // Plain lines, or one JSON object per line. Not doc comments: clap would print them as
+    // per-value help and turn every `--help` into its long form.
     Plain,
     Json,
 }

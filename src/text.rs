@@ -4,7 +4,7 @@
 use std::error::Error;
 
 /// `error`, then its source, then that one's, and so on.
-pub fn causes<'a>(
+pub(crate) fn causes<'a>(
     error: &'a (dyn Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     std::iter::successors(Some(error), |&e| e.source())
@@ -32,7 +32,7 @@ pub fn join<'a>(errors: impl Iterator<Item = &'a (dyn Error + 'static)>) -> Stri
 }
 
 /// The first `max_chars` characters of `text`, with `…` when something was cut.
-pub fn shorten(text: &str, max_chars: usize) -> String {
+pub(crate) fn shorten(text: &str, max_chars: usize) -> String {
     let mut shown: String = text.chars().take(max_chars).collect();
     if shown.len() < text.len() {
         shown.push('…');
@@ -42,13 +42,13 @@ pub fn shorten(text: &str, max_chars: usize) -> String {
 
 /// `text` on one line (control characters such as newlines and tabs become spaces), cut to
 /// `max_chars` characters.
-pub fn one_line(text: &str, max_chars: usize) -> String {
+pub(crate) fn one_line(text: &str, max_chars: usize) -> String {
     shorten(&text.replace(char::is_control, " "), max_chars)
 }
 
 /// A store's error detail as shown in a message: one line of at most 300 characters, or
 /// `no details` when there is none.
-pub fn detail(text: &str) -> String {
+pub(crate) fn detail(text: &str) -> String {
     let shown = one_line(text, 300);
     if shown.is_empty() {
         "no details".to_owned()

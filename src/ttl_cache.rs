@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 type Cell<V> = Arc<OnceCell<(Instant, V)>>;
 
 /// Values of `K` read by a caller-given fetch, reused for `ttl`, at most `capacity` of them.
-pub struct TtlCache<K, V> {
+pub(crate) struct TtlCache<K, V> {
     ttl: Duration,
     capacity: usize,
     cells: Mutex<HashMap<K, Cell<V>>>,
@@ -33,7 +33,7 @@ impl<K, V> fmt::Debug for TtlCache<K, V> {
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// A cache keeping each value for `ttl` (zero: only concurrent reads are shared), with room
     /// for `capacity` keys (at least one).
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
             capacity: capacity.max(1),
@@ -42,19 +42,20 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     /// Keys held, fresh or in flight (expired ones go on the next insert).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The value of `key`: a fresh cached one, the result of a read already in flight, or the
     /// result of `fetch`. A failed read is not kept: its error goes to the caller whose `fetch`
     /// it was, and each caller waiting on it reads again in turn.
-    pub async fn get_or_fetch<E, F, Fut>(&self, key: &K, fetch: F) -> Result<V, E>
+    pub(crate) async fn get_or_fetch<E, F, Fut>(&self, key: &K, fetch: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,

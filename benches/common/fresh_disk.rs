@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 /// A fresh ext4 on a loop device, unmounted when dropped.
-pub struct FreshDisk {
+pub(crate) struct FreshDisk {
     base: tempfile::TempDir,
 }
 
 impl FreshDisk {
-    pub fn make() -> Self {
+    pub(crate) fn make() -> Self {
         let base = tempfile::tempdir().unwrap();
         let image = base.path().join("disk.img");
         std::fs::File::create(&image)
@@ -41,7 +41,7 @@ impl FreshDisk {
         Self { base }
     }
 
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.base.path().join("mnt")
     }
 }

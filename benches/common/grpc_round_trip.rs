@@ -15,7 +15,7 @@ use keymount::proto::provider::csi_driver_provider_client::CsiDriverProviderClie
 mod plugin;
 
 /// Runs `calls` Mount calls one at a time; prints p50 and the CPU per call.
-pub fn run(calls: usize, cpu_us: fn() -> (f64, f64)) {
+pub(crate) fn run(calls: usize, cpu_us: fn() -> (f64, f64)) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

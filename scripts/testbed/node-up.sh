@@ -247,11 +247,14 @@ featureGates:
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 10s
+# The node shares the machine's disk with cargo builds: never collect the imported images,
+# and evict only when the disk is really full (a percentage of a large disk evicts pods
+# while a cold build runs next to the tests).
 imageGCHighThresholdPercent: 100
 evictionHard:
   memory.available: "1Mi"
-  nodefs.available: "1%"
-  imagefs.available: "1%"
+  nodefs.available: "64Mi"
+  imagefs.available: "64Mi"
 serializeImagePulls: false
 volumeStatsAggPeriod: 0s
 EOF

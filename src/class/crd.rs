@@ -47,6 +47,10 @@ pub struct SecretProviderClassStatus {
 }
 
 /// One entry of `status.byPod` (unused, kept for compatibility).
+#[expect(
+    missing_docs,
+    reason = "a doc comment on a field becomes its description in the shipped CRD schema"
+)]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct ByPodStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +60,10 @@ pub struct ByPodStatus {
 }
 
 /// One Kubernetes Secret to sync from mounted files.
+#[expect(
+    missing_docs,
+    reason = "a doc comment on a field becomes its description in the shipped CRD schema"
+)]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretObject {
@@ -72,6 +80,10 @@ pub struct SecretObject {
 }
 
 /// One key of a synced Secret and the mounted file it comes from.
+#[expect(
+    missing_docs,
+    reason = "a doc comment on a field becomes its description in the shipped CRD schema"
+)]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretObjectData {
@@ -86,7 +98,9 @@ pub struct SecretObjectData {
 /// does not fit; the resource is described by hand.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct SecretProviderClassPodStatus {
+    /// Named `<pod>-<namespace>-<class>` as upstream does, owned by the pod.
     pub metadata: ObjectMeta,
+    /// What is mounted; absent on an object not written yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<PodStatusStatus>,
 }
@@ -116,6 +130,10 @@ impl kube::Resource for SecretProviderClassPodStatus {
 }
 
 /// The status of a SecretProviderClassPodStatus.
+#[expect(
+    missing_docs,
+    reason = "a doc comment on a field becomes its description in the shipped CRD schema"
+)]
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatusStatus {
@@ -132,6 +150,10 @@ pub struct PodStatusStatus {
 }
 
 /// One mounted object's id and version.
+#[expect(
+    missing_docs,
+    reason = "a doc comment on a field becomes its description in the shipped CRD schema"
+)]
 #[derive(
     Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
 )]

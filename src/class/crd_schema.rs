@@ -16,18 +16,18 @@ use schemars::JsonSchema;
 use super::crd::{GROUP, PodStatusStatus, SecretProviderClass};
 
 /// The version upstream still serves for old manifests.
-pub const DEPRECATED_VERSION: &str = "v1alpha1";
+pub(crate) const DEPRECATED_VERSION: &str = "v1alpha1";
 /// The warning the API server returns for `v1alpha1` SecretProviderClass requests (upstream's text).
-pub const DEPRECATION_WARNING: &str =
+pub(crate) const DEPRECATION_WARNING: &str =
     "secrets-store.csi.x-k8s.io/v1alpha1 is deprecated. Use secrets-store.csi.x-k8s.io/v1 instead.";
 
 /// Both CRDs, SecretProviderClass first.
-pub fn definitions() -> Vec<CustomResourceDefinition> {
+pub(crate) fn definitions() -> Vec<CustomResourceDefinition> {
     vec![secret_provider_class(), pod_status()]
 }
 
 /// Both CRDs as one multi-document YAML stream, the checked-in form.
-pub fn to_yaml() -> String {
+pub(crate) fn to_yaml() -> String {
     let mut out = String::from(
         "# SecretProviderClass and SecretProviderClassPodStatus (secrets-store.csi.x-k8s.io).\n\
          # Made from keymount's Rust types by `keymount crd`; do not edit by hand.\n",

@@ -26,7 +26,7 @@ use super::lookup::{ClassSource, LookupError};
 use crate::names;
 
 /// The largest manifest file read; a larger one is refused, not read in part.
-pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 
 /// Classes served from a directory of manifests.
 #[derive(Debug)]

@@ -64,7 +64,7 @@ pub trait ClassSource: Send + Sync + fmt::Debug {
 /// SecretProviderClasses read from the API server when a volume needs one: one GET per class
 /// and `ttl`, shared by the publishes that ask at the same time, so a node holds only the
 /// classes its own pods used lately, however many the cluster has.
-pub struct ApiClasses {
+pub(crate) struct ApiClasses {
     client: Client,
     cache: TtlCache<(String, String), Arc<SecretProviderClass>>,
 }
@@ -82,7 +82,7 @@ const CACHED_CLASSES: usize = 512;
 
 impl ApiClasses {
     /// Reads through `client`, reusing a class for `ttl`.
-    pub fn new(client: Client, ttl: Duration) -> Self {
+    pub(crate) fn new(client: Client, ttl: Duration) -> Self {
         Self {
             client,
             cache: TtlCache::new(ttl, CACHED_CLASSES),

@@ -1,13 +1,11 @@
 //! SecretProviderClass and SecretProviderClassPodStatus: their types and how keymount finds them.
 
 pub mod crd;
-pub mod crd_schema;
-pub mod directory;
-pub mod lookup;
+pub(crate) mod crd_schema;
+pub(crate) mod directory;
+pub(crate) mod lookup;
 
-pub use crd::{
-    SecretObject, SecretObjectData, SecretProviderClass, SecretProviderClassPodStatus,
-    SecretProviderClassSpec,
-};
+pub use crd::{SecretProviderClass, SecretProviderClassPodStatus, SecretProviderClassSpec};
 pub use directory::DirectoryClasses;
-pub use lookup::{ApiClasses, ClassSource, LookupError};
+pub use lookup::ClassSource;
+pub(crate) use lookup::{ApiClasses, LookupError};

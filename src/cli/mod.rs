@@ -9,8 +9,8 @@ mod tools;
 use clap::{Parser, Subcommand};
 
 pub use self::node::NodeArgs;
-pub use self::providers::ProviderFlags;
-pub use self::tools::{CrdArgs, CsiAction, CsiArgs, FetchArgs, PublishArgs, UnpublishArgs};
+pub use self::tools::{CrdArgs, CsiArgs, FetchArgs};
+pub(crate) use self::tools::{CsiAction, PublishArgs};
 use crate::telemetry::LogFormat;
 
 /// keymount: a node-level CSI secrets driver for Kubernetes (drop-in for secrets-store.csi.k8s.io).
@@ -27,6 +27,7 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// The role to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,7 +46,7 @@ pub enum Command {
 }
 
 /// Parses `1048576`, `16M`, `16Mi`, `1G`, `512k`, ...
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

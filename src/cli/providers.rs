@@ -16,14 +16,14 @@ use crate::provider::vault::VaultArgs;
 
 /// Providers, their limits and the key of the object versions.
 #[derive(Debug, Args)]
-pub struct ProviderFlags {
+pub(crate) struct ProviderFlags {
     /// Primary directory of external provider plugin sockets (`<dir>/<provider>.sock`).
     #[arg(
         long,
         env = "KEYMOUNT_PROVIDER_VOLUME",
         default_value = "/var/run/secrets-store-csi-providers"
     )]
-    pub provider_volume: PathBuf,
+    pub(crate) provider_volume: PathBuf,
 
     /// More provider socket directories, comma-separated, searched before the primary one.
     #[arg(
@@ -32,18 +32,18 @@ pub struct ProviderFlags {
         value_delimiter = ',',
         default_value = "/etc/kubernetes/secrets-store-csi-providers"
     )]
-    pub additional_provider_volume_paths: Vec<PathBuf>,
+    pub(crate) additional_provider_volume_paths: Vec<PathBuf>,
 
     /// Largest provider answer accepted, in bytes: a plugin's gRPC message, and the body of
     /// any response of a built-in provider's store (read as a stream and refused past it).
     #[arg(long, env = "KEYMOUNT_MAX_CALL_RECV_MSG_SIZE", default_value_t = 4 * 1024 * 1024)]
-    pub max_call_recv_msg_size: usize,
+    pub(crate) max_call_recv_msg_size: usize,
 
     /// File holding the key (at least 32 bytes) of the object versions keymount derives from
     /// content (HMAC-SHA256). Without it: Secret `keymount-hmac-key` in keymount's namespace,
     /// created on first use; in local mode `hmac.key` in the state directory.
     #[arg(long, env = "KEYMOUNT_HMAC_KEY_FILE")]
-    pub hmac_key_file: Option<PathBuf>,
+    pub(crate) hmac_key_file: Option<PathBuf>,
 
     /// Largest set of files one volume accepts, in bytes as it takes on tmpfs (each file in
     /// whole pages); each volume's tmpfs is mounted at twice this, so a rotation always has
@@ -62,7 +62,7 @@ pub struct ProviderFlags {
         value_delimiter = ',',
         default_value = "vault,aws"
     )]
-    pub builtin_providers: Vec<String>,
+    pub(crate) builtin_providers: Vec<String>,
 
     #[command(flatten)]
     pub access: AccessArgs,
@@ -76,7 +76,7 @@ pub struct ProviderFlags {
 
 impl ProviderFlags {
     /// Provider socket directories in search order (additional ones first, as upstream).
-    pub fn provider_dirs(&self) -> Vec<PathBuf> {
+    pub(crate) fn provider_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = self.additional_provider_volume_paths.clone();
         dirs.retain(|d| !d.as_os_str().is_empty());
         dirs.push(self.provider_volume.clone());
@@ -84,7 +84,7 @@ impl ProviderFlags {
     }
 
     /// How external plugins are found and called.
-    pub fn plugin_settings(&self) -> PluginSettings {
+    pub(crate) fn plugin_settings(&self) -> PluginSettings {
         PluginSettings {
             dirs: self.provider_dirs(),
             max_message_bytes: self.max_call_recv_msg_size,
@@ -94,7 +94,7 @@ impl ProviderFlags {
 
     /// The built-in providers' settings, for node `node_id` whose API server reads are kept
     /// for `lookup_ttl`.
-    pub fn builtin_settings(&self, node_id: &str, lookup_ttl: Duration) -> BuiltinSettings {
+    pub(crate) fn builtin_settings(&self, node_id: &str, lookup_ttl: Duration) -> BuiltinSettings {
         BuiltinSettings {
             enabled: self.builtin_providers.clone(),
             access: self.access.clone(),

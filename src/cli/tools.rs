@@ -11,36 +11,36 @@ use super::providers::ProviderFlags;
 pub struct FetchArgs {
     /// SecretProviderClass manifest (YAML); the first SecretProviderClass in it is used.
     #[arg(long, env = "KEYMOUNT_FETCH_CLASS")]
-    pub class: PathBuf,
+    pub(crate) class: PathBuf,
     /// File holding the ServiceAccount token (a JWT) the provider logs in with.
     #[arg(long, env = "KEYMOUNT_FETCH_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Audience the token is for.
     #[arg(long, env = "KEYMOUNT_FETCH_AUDIENCE", default_value = "vault")]
-    pub audience: String,
+    pub(crate) audience: String,
     /// Directory to write into (created if missing; files appear as in a pod's volume).
     #[arg(long, env = "KEYMOUNT_FETCH_OUT")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Pod namespace the volume would belong to.
     #[arg(long, env = "KEYMOUNT_FETCH_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Pod name.
     #[arg(
         long,
         env = "KEYMOUNT_FETCH_POD_NAME",
         default_value = "keymount-fetch"
     )]
-    pub pod_name: String,
+    pub(crate) pod_name: String,
     /// Pod ServiceAccount name.
     #[arg(
         long,
         env = "KEYMOUNT_FETCH_SERVICE_ACCOUNT",
         default_value = "default"
     )]
-    pub service_account: String,
+    pub(crate) service_account: String,
 
     #[command(flatten)]
-    pub providers: ProviderFlags,
+    pub(crate) providers: ProviderFlags,
 }
 
 /// Flags of `keymount csi`.
@@ -53,15 +53,15 @@ pub struct CsiArgs {
         default_value = "unix:///csi/csi.sock",
         global = true
     )]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 
     #[command(subcommand)]
-    pub action: CsiAction,
+    pub(crate) action: CsiAction,
 }
 
 /// What to ask the node plugin.
 #[derive(Debug, Subcommand)]
-pub enum CsiAction {
+pub(crate) enum CsiAction {
     /// NodePublishVolume, as kubelet sends it for an inline secrets-store volume.
     Publish(PublishArgs),
     /// NodeUnpublishVolume.
@@ -72,7 +72,7 @@ pub enum CsiAction {
 
 /// Flags of `keymount csi publish`.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// Volume id (kubelet uses `csi-<hash>`).
     #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
     pub volume_id: String,
@@ -97,7 +97,7 @@ pub struct PublishArgs {
     pub pod_uid: String,
     /// Pod ServiceAccount name.
     #[arg(long, env = "KEYMOUNT_CSI_SERVICE_ACCOUNT", default_value = "default")]
-    pub service_account: String,
+    pub(crate) service_account: String,
     /// File holding the pod's ServiceAccount token (a JWT), sent as kubelet's tokens JSON.
     #[arg(long, env = "KEYMOUNT_CSI_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -111,7 +111,7 @@ pub struct PublishArgs {
 
 /// Flags of `keymount csi unpublish`.
 #[derive(Debug, Args)]
-pub struct UnpublishArgs {
+pub(crate) struct UnpublishArgs {
     /// Volume id.
     #[arg(long, env = "KEYMOUNT_CSI_VOLUME_ID")]
     pub volume_id: String,
@@ -125,7 +125,7 @@ pub struct UnpublishArgs {
 pub struct CrdArgs {
     /// Write to this file instead of stdout.
     #[arg(long, env = "KEYMOUNT_CRD_OUT")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {

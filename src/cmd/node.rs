@@ -27,7 +27,7 @@ use crate::volume::state::VolumeStates;
 use crate::volume::{KubeReporter, NodeConfig, VolumeService};
 
 /// A client for the API server: from `--kubeconfig`, else in-cluster/inferred.
-pub async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+pub(crate) async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)

@@ -34,17 +34,17 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The frame size limit of the server (SETTINGS_MAX_FRAME_SIZE), set on the tonic server too.
-pub const MAX_FRAME_SIZE: u32 = 16 * 1024;
+pub(crate) const MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// The header list size limit of the server (SETTINGS_MAX_HEADER_LIST_SIZE, hyper's default),
 /// set on the tonic server too.
-pub const MAX_HEADER_LIST_SERVER: u32 = 16 * 1024;
+pub(crate) const MAX_HEADER_LIST_SERVER: u32 = 16 * 1024;
 /// The largest decoded header list (RFC 7541 sizes: name + value + 32 each) passed on. Twice
 /// the server's limit, so that h2 still answers a list it refuses in its own way.
-pub const MAX_HEADER_LIST: usize = 2 * MAX_HEADER_LIST_SERVER as usize;
+pub(crate) const MAX_HEADER_LIST: usize = 2 * MAX_HEADER_LIST_SERVER as usize;
 /// The largest encoded header block accepted.
-pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// The most CONTINUATION frames one header block may have (empty ones count too).
-pub const MAX_CONTINUATIONS: usize = 128;
+pub(crate) const MAX_CONTINUATIONS: usize = 128;
 /// HPACK's dynamic table size; the server never announces another.
 const HEADER_TABLE_SIZE: usize = 4096;
 /// What a path authority becomes.
@@ -62,7 +62,7 @@ const FLAG_PRIORITY: u8 = 0x20;
 
 /// Why a client's byte stream was refused (the connection is closed).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RewriteError {
+pub(crate) enum RewriteError {
     #[error("header frame of {0} bytes exceeds the frame size limit")]
     FrameTooLarge(usize),
     #[error("header block exceeds {MAX_HEADER_BLOCK} bytes or {MAX_CONTINUATIONS} CONTINUATIONs")]
@@ -114,7 +114,7 @@ struct Block {
 }
 
 /// The client-to-server byte stream transformer (no I/O): bytes in, bytes for h2 out.
-pub struct Rewriter {
+pub(crate) struct Rewriter {
     state: State,
     buf: Vec<u8>,
     block: Option<Block>,
@@ -146,7 +146,11 @@ impl Default for Rewriter {
 
 impl Rewriter {
     /// Consumes `input` (any split of the client's bytes), appending what h2 is to read to `out`.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), RewriteError> {
+    pub(crate) fn feed(
+        &mut self,
+        mut input: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), RewriteError> {
         while !input.is_empty() {
             match &mut self.state {
                 State::Preface { left } | State::Passing { left } => {
@@ -451,7 +455,7 @@ fn encode_integer(mut value: usize, prefix_bits: u8, first: u8, out: &mut Vec<u8
 /// A client connection whose header blocks pass through a [`Rewriter`] on their way to the
 /// server; what the server writes goes to the client unchanged.
 #[derive(Debug)]
-pub struct AuthorityTolerant<S> {
+pub(crate) struct AuthorityTolerant<S> {
     inner: S,
     rewriter: Rewriter,
     /// Bytes for the server that it has not read yet.
@@ -463,7 +467,7 @@ pub struct AuthorityTolerant<S> {
 }
 
 impl<S> AuthorityTolerant<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             rewriter: Rewriter::default(),

@@ -13,14 +13,14 @@ use crate::volume::VolumeService;
 
 /// The Identity service.
 #[derive(Debug)]
-pub struct IdentityService {
+pub(crate) struct IdentityService {
     driver_name: String,
     volumes: Arc<VolumeService>,
 }
 
 impl IdentityService {
     /// Identity for `driver_name`; ready when the volume service is.
-    pub fn new(driver_name: impl Into<String>, volumes: Arc<VolumeService>) -> Self {
+    pub(crate) fn new(driver_name: impl Into<String>, volumes: Arc<VolumeService>) -> Self {
         Self {
             driver_name: driver_name.into(),
             volumes,

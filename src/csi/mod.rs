@@ -1,12 +1,12 @@
 //! The CSI gRPC layer: thin tonic services that turn requests into domain calls and domain
 //! errors into `Status`.
 
-pub mod authority;
-pub mod identity;
-pub mod node;
-pub mod registration;
-pub mod server;
+pub(crate) mod authority;
+pub(crate) mod identity;
+pub(crate) mod node;
+pub(crate) mod registration;
+pub(crate) mod server;
 mod wire_debug;
 
-pub use identity::IdentityService;
-pub use node::NodeService;
+pub(crate) use identity::IdentityService;
+pub(crate) use node::NodeService;

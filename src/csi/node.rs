@@ -18,14 +18,14 @@ use crate::volume::{
 
 /// The Node service.
 #[derive(Debug)]
-pub struct NodeService {
+pub(crate) struct NodeService {
     node_id: String,
     volumes: Arc<VolumeService>,
 }
 
 impl NodeService {
     /// Node service of `node_id`.
-    pub fn new(node_id: impl Into<String>, volumes: Arc<VolumeService>) -> Self {
+    pub(crate) fn new(node_id: impl Into<String>, volumes: Arc<VolumeService>) -> Self {
         Self {
             node_id: node_id.into(),
             volumes,

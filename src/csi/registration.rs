@@ -30,24 +30,24 @@ const CSI_PLUGIN: &str = "CSIPlugin";
 /// CSI versions keymount speaks.
 const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
 /// Where upstream's chart (and keymount's) puts the CSI socket below kubelet's root.
-pub const DEFAULT_PLUGIN_DIR: &str = "plugins/csi-secrets-store";
+pub(crate) const DEFAULT_PLUGIN_DIR: &str = "plugins/csi-secrets-store";
 
 /// Where and what to register.
 #[derive(Debug, Clone)]
-pub struct RegistrationSettings {
+pub(crate) struct RegistrationSettings {
     /// The registration socket: `<kubelet root>/plugins_registry/<driver>-reg.sock`.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The CSI driver name.
-    pub driver_name: String,
+    pub(crate) driver_name: String,
     /// The CSI socket as kubelet on the host sees it.
-    pub endpoint: PathBuf,
+    pub(crate) endpoint: PathBuf,
     /// How often the socket's presence is checked.
-    pub check_interval: Duration,
+    pub(crate) check_interval: Duration,
 }
 
 impl RegistrationSettings {
     /// The registration socket of `driver_name` below kubelet root `root`.
-    pub fn socket_path(root: &Path, driver_name: &str) -> PathBuf {
+    pub(crate) fn socket_path(root: &Path, driver_name: &str) -> PathBuf {
         root.join("plugins_registry")
             .join(format!("{driver_name}-reg.sock"))
     }
@@ -56,7 +56,7 @@ impl RegistrationSettings {
     /// kubelet's root (keymount runs on the host), else `<root>/plugins/csi-secrets-store/`
     /// and the socket's file name (keymount runs in the chart's container, where the host's
     /// plugin directory is mounted at `/csi`).
-    pub fn default_endpoint(root: &Path, csi_socket: &Path) -> PathBuf {
+    pub(crate) fn default_endpoint(root: &Path, csi_socket: &Path) -> PathBuf {
         if csi_socket.starts_with(root) {
             return csi_socket.to_owned();
         }
@@ -69,7 +69,7 @@ impl RegistrationSettings {
 
 /// What kubelet said about the registration last.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KubeletStatus {
+pub(crate) enum KubeletStatus {
     /// kubelet has not answered since the socket was (re)made.
     Waiting,
     Registered,
@@ -79,13 +79,13 @@ pub enum KubeletStatus {
 
 /// The registration's state, read by `/readyz` and the `keymount_kubelet_registered` gauge.
 #[derive(Debug)]
-pub struct KubeletRegistration {
+pub(crate) struct KubeletRegistration {
     status: Mutex<KubeletStatus>,
     metrics: Arc<Metrics>,
 }
 
 impl KubeletRegistration {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         metrics.kubelet_registered(false);
         Self {
             status: Mutex::new(KubeletStatus::Waiting),
@@ -93,7 +93,7 @@ impl KubeletRegistration {
         }
     }
 
-    pub fn status(&self) -> KubeletStatus {
+    pub(crate) fn status(&self) -> KubeletStatus {
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -139,7 +139,7 @@ impl Registration for RegistrationService {
 
 /// Serves the registration socket until `shutdown`, making it again whenever it disappears;
 /// removes it at the end.
-pub async fn run(
+pub(crate) async fn run(
     settings: RegistrationSettings,
     state: Arc<KubeletRegistration>,
     shutdown: CancellationToken,

@@ -16,7 +16,7 @@ use crate::proto::csi::node_server::NodeServer;
 
 /// The CSI endpoint could not be served.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub(crate) enum ServeError {
     #[error("endpoint {0:?} is not a unix:// address")]
     Endpoint(String),
     #[error("{path} exists and is not a socket; refusing to remove it")]
@@ -32,7 +32,7 @@ pub enum ServeError {
 }
 
 /// The socket path of a `unix://` endpoint (`unix:///csi/csi.sock` or `unix://tmp/csi.sock`).
-pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
+pub(crate) fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
     let rest = endpoint
         .strip_prefix("unix://")
         .ok_or_else(|| ServeError::Endpoint(endpoint.to_owned()))?;
@@ -55,7 +55,7 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
 /// any local user could connect and call NodePublishVolume. (The staging directory's name is
 /// 12 bytes longer than the socket's directory, which counts against the 108-byte limit of
 /// a socket path.)
-pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     let bind_err = |source| ServeError::Bind {
         path: path.to_owned(),
         source,
@@ -115,11 +115,11 @@ fn bind_private(staged: &Path, path: &Path) -> io::Result<UnixListener> {
 /// reused at once): at shutdown it is removed only if the path still names it (a new process
 /// may already serve a fresh socket there).
 #[derive(Debug, Clone, Copy)]
-pub struct SocketId(Option<(u64, u64, i64, i64)>);
+pub(crate) struct SocketId(Option<(u64, u64, i64, i64)>);
 
 impl SocketId {
     /// The identity of the socket at `path` now.
-    pub fn of(path: &Path) -> Self {
+    pub(crate) fn of(path: &Path) -> Self {
         Self(
             std::fs::symlink_metadata(path)
                 .ok()
@@ -129,7 +129,7 @@ impl SocketId {
 
     /// Whether `path` still names the same file by device and inode (a chmod or chown, which
     /// changes the change time, leaves it the same).
-    pub fn same_file(&self, path: &Path) -> bool {
+    pub(crate) fn same_file(&self, path: &Path) -> bool {
         match (self.0, Self::of(path).0) {
             (Some((dev, ino, ..)), Some((now_dev, now_ino, ..))) => {
                 (dev, ino) == (now_dev, now_ino)
@@ -139,7 +139,7 @@ impl SocketId {
     }
 
     /// Removes `path` if it is still the same socket file.
-    pub fn remove_if_same(&self, path: &Path) {
+    pub(crate) fn remove_if_same(&self, path: &Path) {
         if self.0.is_some() && Self::of(path).0 == self.0 {
             let _ = std::fs::remove_file(path);
         }
@@ -147,7 +147,7 @@ impl SocketId {
 }
 
 /// Serves Identity and Node on `listener` until `shutdown` fires, then finishes in-flight calls.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     identity: IdentityService,
     node: NodeService,
@@ -162,7 +162,7 @@ pub async fn serve(
 }
 
 /// A tonic server with the HTTP/2 limits [`authority`] enforces in front of it.
-pub fn unix_server() -> tonic::transport::Server {
+pub(crate) fn unix_server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_frame_size(authority::MAX_FRAME_SIZE)
         .http2_max_header_list_size(authority::MAX_HEADER_LIST_SERVER)
@@ -171,7 +171,7 @@ pub fn unix_server() -> tonic::transport::Server {
 /// The connections of `listener`, each behind [`AuthorityTolerant`], so that kubelet < 1.26
 /// and gRPC-core clients, which send the socket path as `:authority`, are served
 /// (`src/csi/authority.rs` says why and how).
-pub fn incoming(
+pub(crate) fn incoming(
     listener: UnixListener,
 ) -> impl futures::Stream<Item = io::Result<AuthorityTolerant<UnixStream>>> {
     UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityTolerant::new))

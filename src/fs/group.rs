@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The largest group id Kubernetes accepts for `fsGroup` (`IsValidGroupID`: 0 to 2^31 - 1).
 /// Above it, `4294967295` would even mean "leave the group alone" to chown(2).
-pub const MAX_GID: u32 = i32::MAX as u32;
+pub(crate) const MAX_GID: u32 = i32::MAX as u32;
 
 /// A validated group id for a volume's files and directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ impl FsGroup {
 
     /// A group from a number already checked elsewhere (the pod's `fsGroup` read from the
     /// API server); `None` outside 0 to [`MAX_GID`].
-    pub fn from_id(gid: i64) -> Option<Self> {
+    pub(crate) fn from_id(gid: i64) -> Option<Self> {
         u32::try_from(gid).ok().filter(|g| *g <= MAX_GID).map(Self)
     }
 

@@ -1,5 +1,5 @@
 //! Everything keymount writes into a volume: path validation and the atomic writer.
 
-pub mod atomic_writer;
-pub mod group;
+pub(crate) mod atomic_writer;
+pub(crate) mod group;
 pub mod paths;

@@ -12,13 +12,13 @@ use super::atomic_writer::room;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most files in one volume.
-    pub max_files: usize,
+    pub(crate) max_files: usize,
     /// Most path components in one file path.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
     /// Most bytes one set may take on the volume's tmpfs: each file rounded up to whole pages,
     /// plus a page for each top-level name too long for its link to live in the inode
     /// (`--tmpfs-size`). The tmpfs is mounted at twice this, see [`Limits::tmpfs_size`].
-    pub max_total_bytes: u64,
+    pub(crate) max_total_bytes: u64,
 }
 
 impl Limits {
@@ -43,50 +43,89 @@ impl Default for Limits {
 /// Why a provider-returned file set was refused. Names the path, never the contents.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PathError {
+    /// An empty path names no file.
     #[error("file path is empty")]
     Empty,
+    /// A NUL byte cannot be in a file name.
     #[error("file path {0:?} contains a NUL byte")]
     Nul(String),
+    /// An absolute path would leave the volume.
     #[error("file path {0:?} is absolute; only relative paths are allowed")]
     Absolute(String),
+    /// A `..` component would climb out of the volume.
     #[error("file path {0:?} has a '..' component")]
     ParentComponent(String),
+    /// `.`, empty or trailing components: two spellings of one file.
     #[error("file path {0:?} is not in clean form (no '.', empty or trailing components)")]
     NotClean(String),
+    /// Names starting with `..` are the writer's own (`..data`, generations).
     #[error("file path {0:?} starts with '..', which is reserved for the volume's own layout")]
     Reserved(String),
+    /// A path longer than the kernel takes.
     #[error("file path {path:?} is too long ({len} bytes, at most {max})")]
     TooLong {
+        /// The path refused.
         path: String,
+        /// Its length in bytes.
         len: usize,
+        /// The most allowed.
         max: usize,
     },
+    /// A path nested deeper than the limit.
     #[error("file path {path:?} is too deep ({depth} components, at most {max})")]
     TooDeep {
+        /// The path refused.
         path: String,
+        /// Its number of components.
         depth: usize,
+        /// The most allowed.
         max: usize,
     },
+    /// Two files of the set at one path.
     #[error("file path {0:?} appears more than once")]
     Duplicate(String),
+    /// A file whose path is also the directory of another file.
     #[error("file path {file:?} is also used as a directory by {other:?}")]
-    FileDirConflict { file: String, other: String },
+    FileDirConflict {
+        /// The file.
+        file: String,
+        /// The file below it.
+        other: String,
+    },
+    /// More files than the limit.
     #[error("too many files: {count}, at most {max}")]
-    TooManyFiles { count: usize, max: usize },
+    TooManyFiles {
+        /// Files in the set.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A set that does not fit the volume's tmpfs.
     #[error(
         "files are too large: they take {total} bytes on the volume's tmpfs (each file rounded \
          up to whole pages), at most {max} (--tmpfs-size)"
     )]
-    TooLarge { total: u64, max: u64 },
+    TooLarge {
+        /// Bytes the set takes on the tmpfs.
+        total: u64,
+        /// The tmpfs size.
+        max: u64,
+    },
+    /// A mode with bits beyond the permission bits (setuid, file type, negative).
     #[error("file {path:?} has mode {mode:o}; only permission bits (0 to 0777) are allowed")]
-    BadMode { path: String, mode: i64 },
+    BadMode {
+        /// The file.
+        path: String,
+        /// The mode the provider sent.
+        mode: i64,
+    },
 }
 
 const MAX_PATH_BYTES: usize = 4096;
 const MAX_COMPONENT_BYTES: usize = 255;
 
 /// Checks one relative path: non-empty, relative, clean, no `..`, not reserved, bounded.
-pub fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
+pub(crate) fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
     let owned = || path.to_owned();
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -140,7 +179,7 @@ pub fn validate_path(path: &str, limits: &Limits) -> Result<(), PathError> {
 }
 
 /// Checks a whole file set: every path, modes, duplicates, file/dir clashes, count and size.
-pub fn validate_set<'a>(
+pub(crate) fn validate_set<'a>(
     files: impl IntoIterator<Item = (&'a str, i64, u64)>,
     limits: &Limits,
 ) -> Result<(), PathError> {

@@ -1,7 +1,6 @@
 //! tmpfs mounts through `nix` (which wraps the syscalls safely).
 
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -35,23 +34,10 @@ pub fn unmount(target: &Path) -> io::Result<bool> {
     }
 }
 
-/// True when `target` is the root of a mount: its device differs from its parent's, or it
-/// is the same inode as its parent (the root). A missing path is not a mount point.
-pub fn is_mount_point(target: &Path) -> io::Result<bool> {
-    let meta = match std::fs::symlink_metadata(target) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let parent_meta = std::fs::metadata(parent)?;
-    Ok(meta.dev() != parent_meta.dev() || meta.ino() == parent_meta.ino())
-}
-
 /// Sets nodev, nosuid and noexec on the mount whose root `root` is open on (a tmpfs keymount
 /// took over from the upstream driver, which mounts without them). Per-mount flags only: the
 /// tmpfs's size and content stay.
-pub fn harden(root: &std::fs::File) -> io::Result<()> {
+pub(crate) fn harden(root: &std::fs::File) -> io::Result<()> {
     let flags = MsFlags::MS_REMOUNT
         | MsFlags::MS_BIND
         | MsFlags::MS_NODEV

@@ -4,11 +4,12 @@
 
 mod linux;
 mod mounter;
-pub mod owned;
-pub mod table;
-pub mod target;
+pub(crate) mod owned;
+pub(crate) mod table;
+pub(crate) mod target;
 
-pub use linux::{is_mount_point, mount_tmpfs, unmount};
-pub use mounter::{LinuxMounter, Mounter};
-pub use owned::{Found, MountError};
-pub use target::{KubeletRoot, OpenTarget, Target, TargetError};
+pub use linux::{mount_tmpfs, unmount};
+pub(crate) use mounter::{LinuxMounter, Mounter};
+pub(crate) use owned::{Found, MountError};
+pub use target::KubeletRoot;
+pub(crate) use target::{Target, TargetError};

@@ -10,7 +10,7 @@ use super::target::{OpenTarget, Target};
 /// What the volume orchestration does to a target. Every call may sleep in the kernel
 /// (mkdir and rmdir on the kubelet's disk, mount(2), umount(2)): callers run it off the
 /// async runtime.
-pub trait Mounter: Send + Sync + std::fmt::Debug {
+pub(crate) trait Mounter: Send + Sync + std::fmt::Debug {
     /// What `target` holds; a mount keymount may not take is an error. `device` is the one
     /// keymount recorded when it filled the volume: the same tmpfs is then recognised without
     /// reading the node's mount table.
@@ -31,7 +31,7 @@ pub trait Mounter: Send + Sync + std::fmt::Debug {
 
 /// The node's real mounts.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LinuxMounter;
+pub(crate) struct LinuxMounter;
 
 impl Mounter for LinuxMounter {
     fn inspect(&self, target: &Target, device: Option<u64>) -> Result<Found, MountError> {

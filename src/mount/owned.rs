@@ -48,7 +48,7 @@ impl MountError {
 
 /// What a checked target holds.
 #[derive(Debug)]
-pub enum Found {
+pub(crate) enum Found {
     /// The target directory does not exist.
     Absent,
     /// A directory with nothing mounted on it.
@@ -59,7 +59,7 @@ pub enum Found {
 
 /// Checks `target` on disk and reads the mount table for it. A mount keymount may not take
 /// is an error; nothing is created or changed.
-pub fn inspect(target: &Target) -> Result<Found, MountError> {
+pub(crate) fn inspect(target: &Target) -> Result<Found, MountError> {
     let Some(open) = target.open()? else {
         return Ok(Found::Absent);
     };
@@ -90,7 +90,7 @@ pub fn inspect(target: &Target) -> Result<Found, MountError> {
 /// filled it, it is that same tmpfs, and the mount table, whose size grows with every mount on
 /// the node, is not read. Anything else (not a mount point any more, another filesystem or
 /// device, read-only) goes through [`inspect`].
-pub fn inspect_recorded(target: &Target, device: u64) -> Result<Found, MountError> {
+pub(crate) fn inspect_recorded(target: &Target, device: u64) -> Result<Found, MountError> {
     let Some(open) = target.open()? else {
         return Ok(Found::Absent);
     };
@@ -128,7 +128,7 @@ fn still_a_tmpfs(open: &OpenTarget, device: u64) -> io::Result<Option<bool>> {
 
 /// Makes the target directory (and kubelet's missing parents) and mounts a fresh tmpfs on it;
 /// a failed mount removes the target directory again.
-pub fn mount_fresh(target: &Target, size: Option<u64>) -> Result<OpenTarget, MountError> {
+pub(crate) fn mount_fresh(target: &Target, size: Option<u64>) -> Result<OpenTarget, MountError> {
     let open = target.create()?;
     let mounted = open
         .open_dir()
@@ -146,7 +146,7 @@ pub fn mount_fresh(target: &Target, size: Option<u64>) -> Result<OpenTarget, Mou
 
 /// Undoes `mount_fresh` after a failed publish: unmounts the top mount if it is a tmpfs
 /// and removes the then empty directory.
-pub fn undo_fresh(target: &Target) -> Result<(), MountError> {
+pub(crate) fn undo_fresh(target: &Target) -> Result<(), MountError> {
     if let Found::Tmpfs { target: open, .. } = inspect(target)? {
         linux::unmount(&open.via_fd()).map_err(MountError::io("unmount", target))?;
     }
@@ -157,14 +157,14 @@ pub fn undo_fresh(target: &Target) -> Result<(), MountError> {
 }
 
 /// Sets nodev, nosuid and noexec on a tmpfs keymount took over.
-pub fn harden(open: &OpenTarget) -> io::Result<()> {
+pub(crate) fn harden(open: &OpenTarget) -> io::Result<()> {
     linux::harden(&open.open_dir()?)
 }
 
 /// Unmounts the tmpfs layers at `target` and removes the then empty directory; an absent
 /// target is fine. A mount that is not a tmpfs keymount may take is refused and left, and so
 /// is everything below it.
-pub fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
+pub(crate) fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
     for _ in 0..MAX_LAYERS {
         match inspect(target)? {
             Found::Absent => return Ok(()),
@@ -197,8 +197,23 @@ fn remove_empty(target: &Target, open: &OpenTarget) -> Result<(), MountError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
     use crate::mount::{self, KubeletRoot};
+
+    /// True when `target` is the root of a mount: its device differs from its parent's, or it
+    /// is the same inode as its parent (the root). A missing path is not a mount point.
+    fn is_mount_point(target: &std::path::Path) -> std::io::Result<bool> {
+        let meta = match std::fs::symlink_metadata(target) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let parent = target.parent().unwrap_or(std::path::Path::new("/"));
+        let parent_meta = std::fs::metadata(parent)?;
+        Ok(meta.dev() != parent_meta.dev() || meta.ino() == parent_meta.ino())
+    }
 
     const UID: &str = "0b2e1f4c-0000-4000-8000-000000000001";
 
@@ -238,7 +253,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            mount::is_mount_point(&elsewhere).unwrap(),
+            is_mount_point(&elsewhere).unwrap(),
             "the mount the symlink points at is untouched"
         );
         assert!(path.is_symlink(), "the symlink stays");

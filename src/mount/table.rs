@@ -27,7 +27,7 @@ struct Entry {
 
 /// What is mounted at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AtPath {
+pub(crate) enum AtPath {
     /// Nothing: the path belongs to its parent's filesystem.
     NotMounted,
     /// A tmpfs keymount may take. `hardened` tells whether it already has
@@ -39,7 +39,7 @@ pub enum AtPath {
 
 /// The top mount at exactly `point` (a path as the mount table shows it, symlinks resolved)
 /// and what keymount may do with it. `pods` is the kubelet's pods directory, resolved.
-pub fn at_path(point: &Path, pods: &Path) -> io::Result<AtPath> {
+pub(crate) fn at_path(point: &Path, pods: &Path) -> io::Result<AtPath> {
     use std::io::BufRead;
     let table = io::BufReader::new(std::fs::File::open(MOUNTINFO)?);
     let mut entries = Vec::new();

@@ -18,7 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// kubelet's default `--root-dir`.
-pub const DEFAULT_KUBELET_ROOT: &str = "/var/lib/kubelet";
+pub(crate) const DEFAULT_KUBELET_ROOT: &str = "/var/lib/kubelet";
 /// The directory of CSI volumes below a pod's directory.
 const CSI_VOLUMES: &str = "kubernetes.io~csi";
 
@@ -55,7 +55,7 @@ pub enum TargetError {
 
 impl TargetError {
     /// True when the path itself is refused (INVALID_ARGUMENT), false for an I/O failure.
-    pub fn is_invalid_path(&self) -> bool {
+    pub(crate) fn is_invalid_path(&self) -> bool {
         !matches!(self, Self::Inspect { .. })
     }
 }
@@ -99,7 +99,8 @@ impl KubeletRoot {
     }
 
     /// Where kubelet puts `volume` of pod `pod_uid` (not checked: for tools and tests).
-    pub fn target_of(&self, pod_uid: &str, volume: &str) -> PathBuf {
+    #[cfg(test)]
+    pub(crate) fn target_of(&self, pod_uid: &str, volume: &str) -> PathBuf {
         self.0
             .join("pods")
             .join(pod_uid)
@@ -110,7 +111,7 @@ impl KubeletRoot {
     }
 
     /// Checks the shape of `path` (no filesystem access).
-    pub fn parse(&self, path: &str) -> Result<Target, TargetError> {
+    pub(crate) fn parse(&self, path: &str) -> Result<Target, TargetError> {
         let root = self.0.to_string_lossy();
         let shape = || TargetError::Shape {
             path: path.to_owned(),
@@ -163,7 +164,7 @@ fn is_volume_name(name: &str) -> bool {
 
 /// A target path of the right shape (not yet checked on disk).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     root: PathBuf,
     path: PathBuf,
     /// `pods/<uid>/volumes/kubernetes.io~csi/<name>/mount`.
@@ -173,7 +174,7 @@ pub struct Target {
 /// The target's directory (`.../<volume name>`), pinned by a descriptor whose resolved path
 /// was checked; the target itself is reached as `/proc/self/fd/<n>/mount` from here on.
 #[derive(Debug)]
-pub struct OpenTarget {
+pub(crate) struct OpenTarget {
     parent: File,
     /// The target's path as the mount table shows it (the root resolved).
     resolved: PathBuf,
@@ -181,7 +182,7 @@ pub struct OpenTarget {
 
 impl Target {
     /// The target path as given.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -226,7 +227,7 @@ impl Target {
 
     /// Checks the target on disk without creating anything. `None` when it does not exist
     /// (nothing to unpublish, or a first publish).
-    pub fn open(&self) -> Result<Option<OpenTarget>, TargetError> {
+    pub(crate) fn open(&self) -> Result<Option<OpenTarget>, TargetError> {
         // Everything in place (the common case): the pin alone proves no component is a
         // symlink. Anything else is walked component by component for the precise answer.
         if let Ok(pinned) = self.pin() {
@@ -239,7 +240,7 @@ impl Target {
     }
 
     /// Checks the target on disk, making the missing directories (the target included).
-    pub fn create(&self) -> Result<OpenTarget, TargetError> {
+    pub(crate) fn create(&self) -> Result<OpenTarget, TargetError> {
         if let Ok(pinned) = self.pin() {
             return Ok(pinned);
         }
@@ -299,30 +300,30 @@ fn open_dir_nofollow(path: &Path) -> io::Result<File> {
 impl OpenTarget {
     /// The target's path as `/proc/self/fd/<directory>/mount`: resolved from the pinned
     /// directory, so only the last component is looked up again.
-    pub fn via_fd(&self) -> PathBuf {
+    pub(crate) fn via_fd(&self) -> PathBuf {
         fd_path(&self.parent).join("mount")
     }
 
     /// The target's path as the mount table shows it.
-    pub fn resolved(&self) -> &Path {
+    pub(crate) fn resolved(&self) -> &Path {
         &self.resolved
     }
 
     /// The kubelet's pods directory as the mount table shows it.
-    pub fn pods_dir(&self) -> &Path {
+    pub(crate) fn pods_dir(&self) -> &Path {
         self.resolved.ancestors().nth(5).unwrap_or(Path::new("/"))
     }
 
     /// Opens the target directory itself (the root of what is mounted there, if anything)
     /// through the pinned parent, never following a symlink.
-    pub fn open_dir(&self) -> io::Result<File> {
+    pub(crate) fn open_dir(&self) -> io::Result<File> {
         open_dir_nofollow(&self.via_fd())
     }
 
     /// Whether the target is the root of a mount, from `statx` through the pinned parent
     /// (`STATX_ATTR_MOUNT_ROOT`: set for any mount, bind mounts of the same filesystem
     /// included). `None` when the kernel does not report the attribute (before 5.8).
-    pub fn is_mount_root(&self) -> io::Result<Option<bool>> {
+    pub(crate) fn is_mount_root(&self) -> io::Result<Option<bool>> {
         use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
         let st = statx(
             &self.parent,
@@ -335,7 +336,7 @@ impl OpenTarget {
     }
 
     /// The metadata of the pinned parent directory (the volume's directory).
-    pub fn parent_metadata(&self) -> io::Result<std::fs::Metadata> {
+    pub(crate) fn parent_metadata(&self) -> io::Result<std::fs::Metadata> {
         self.parent.metadata()
     }
 }

@@ -12,7 +12,7 @@ use super::version_key::VersionKey;
 
 /// What the built-in providers are made from.
 #[derive(Debug, Clone)]
-pub struct BuiltinSettings {
+pub(crate) struct BuiltinSettings {
     /// Names of the built-in providers to serve (`vault`, `aws`; any other name is left to an
     /// external plugin of that name).
     pub enabled: Vec<String>,
@@ -28,19 +28,19 @@ pub struct BuiltinSettings {
     pub node_id: String,
     /// How long a read from the API server (a ServiceAccount's role, the node's region) is
     /// reused.
-    pub lookup_ttl: Duration,
+    pub(crate) lookup_ttl: Duration,
 }
 
 impl BuiltinSettings {
     /// True when the built-in `vault` provider is enabled (it needs a [`VersionKey`]).
-    pub fn vault_enabled(&self) -> bool {
+    pub(crate) fn vault_enabled(&self) -> bool {
         self.enabled.iter().any(|p| p == "vault")
     }
 }
 
 /// Why the built-in providers could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum BuiltinError {
+pub(crate) enum BuiltinError {
     #[error("{0}")]
     Access(String),
     #[error("the vault provider needs an HMAC key")]
@@ -49,7 +49,7 @@ pub enum BuiltinError {
 
 /// Adds the enabled built-in providers to `providers`. `version_key` is the key of the
 /// versions derived from content (required when `vault` is enabled).
-pub fn register(
+pub(crate) fn register(
     mut providers: Providers,
     settings: &BuiltinSettings,
     kube: Option<kube::Client>,

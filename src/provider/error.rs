@@ -62,7 +62,8 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for checks that the label set is closed.
-    pub const ALL: [ErrorKind; 24] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [ErrorKind; 24] = [
         Self::InvalidParameter,
         Self::MissingToken,
         Self::TlsConfiguration,
@@ -122,7 +123,7 @@ impl ErrorKind {
 
 /// What each provider's error type tells keymount about itself. Its `Display` is the message
 /// kubelet and the pod's events show, so it never holds a secret value or a token.
-pub trait ProviderFailure: Error + Send + Sync + 'static {
+pub(crate) trait ProviderFailure: Error + Send + Sync + 'static {
     /// The gRPC code that fits the failure (kubelet and sidecars retry by code).
     fn code(&self) -> tonic::Code;
     /// The kind the metrics label is made of.
@@ -167,7 +168,8 @@ impl ProviderError {
     }
 
     /// The provider's own error, if it is a `T`.
-    pub fn downcast_ref<T: Error + 'static>(&self) -> Option<&T> {
+    #[cfg(test)]
+    pub(crate) fn downcast_ref<T: Error + 'static>(&self) -> Option<&T> {
         self.source.downcast_ref()
     }
 }

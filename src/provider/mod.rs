@@ -4,10 +4,10 @@
 
 pub mod access;
 pub mod aws;
-pub mod builtin;
+pub(crate) mod builtin;
 mod error;
 pub mod plugin;
-pub mod slots;
+pub(crate) mod slots;
 pub mod tokens;
 pub mod vault;
 pub mod version_key;
@@ -22,13 +22,16 @@ use async_trait::async_trait;
 
 use crate::fs::atomic_writer::Payload;
 use crate::redact::Redacted;
-pub use error::{ErrorKind, ProviderError, ProviderFailure};
-pub use tokens::{AudienceToken, ServiceAccountTokens};
+pub(crate) use error::ProviderFailure;
+pub use error::{ErrorKind, ProviderError};
+pub use tokens::ServiceAccountTokens;
 
 /// The id and version of one mounted object, as the provider reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ObjectVersion {
+    /// The object's id (the file name, for the built-in providers).
     pub id: String,
+    /// Its version as the provider tells it: a change means new content.
     pub version: String,
 }
 
@@ -52,24 +55,10 @@ pub struct MountInput {
 }
 
 impl MountInput {
-    /// Pod namespace from the volume context, if kubelet sent it.
-    pub fn pod_namespace(&self) -> Option<&str> {
-        self.attributes
-            .get("csi.storage.k8s.io/pod.namespace")
-            .map(String::as_str)
-    }
-
     /// Pod name from the volume context, if kubelet sent it.
     pub fn pod_name(&self) -> Option<&str> {
         self.attributes
             .get("csi.storage.k8s.io/pod.name")
-            .map(String::as_str)
-    }
-
-    /// Pod ServiceAccount name from the volume context, if kubelet sent it.
-    pub fn service_account(&self) -> Option<&str> {
-        self.attributes
-            .get("csi.storage.k8s.io/serviceAccount.name")
             .map(String::as_str)
     }
 }
@@ -101,10 +90,17 @@ pub trait Provider: Send + Sync + fmt::Debug {
 /// Why no provider could be found for a class.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// A name that could not be a socket file name (upstream's rule).
     #[error("provider name {0:?} is invalid: it must match ^[a-zA-Z0-9_-]{{0,30}}$")]
     InvalidName(String),
+    /// Neither built in nor a plugin socket.
     #[error("provider {name:?} not found: no socket {name}.sock in {dirs}")]
-    NotFound { name: String, dirs: String },
+    NotFound {
+        /// The provider name.
+        name: String,
+        /// The plugin directories searched.
+        dirs: String,
+    },
 }
 
 /// Every provider keymount can call: built-in ones by name, then external plugins.
@@ -124,13 +120,13 @@ impl Providers {
     }
 
     /// Serves `name` in-process.
-    pub fn with_builtin(mut self, name: &str, provider: Arc<dyn Provider>) -> Self {
+    pub(crate) fn with_builtin(mut self, name: &str, provider: Arc<dyn Provider>) -> Self {
         self.builtin.insert(name.to_owned(), provider);
         self
     }
 
     /// The provider for `name`: built-in first, else a plugin socket.
-    pub fn resolve(&self, name: &str) -> Result<Arc<dyn Provider>, ResolveError> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<Arc<dyn Provider>, ResolveError> {
         let valid = name.len() <= 30
             && name
                 .bytes()
@@ -145,7 +141,7 @@ impl Providers {
     }
 
     /// Names of the built-in providers that are enabled.
-    pub fn builtin_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn builtin_names(&self) -> impl Iterator<Item = &str> {
         self.builtin.keys().map(String::as_str)
     }
 }

@@ -6,18 +6,18 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 /// One identity's cached value, `None` until fetched.
-pub type Slot<V> = Arc<tokio::sync::Mutex<Option<V>>>;
+pub(crate) type Slot<V> = Arc<tokio::sync::Mutex<Option<V>>>;
 
 /// The slots of at most `capacity` identities.
 #[derive(Debug)]
-pub struct Slots<K, V> {
+pub(crate) struct Slots<K, V> {
     slots: Mutex<HashMap<K, Slot<V>>>,
     capacity: usize,
 }
 
 impl<K: Hash + Eq + Clone, V> Slots<K, V> {
     /// Room for `capacity` identities; 0 means callers should not cache at all.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             capacity,
@@ -25,13 +25,13 @@ impl<K: Hash + Eq + Clone, V> Slots<K, V> {
     }
 
     /// The configured capacity.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The slot of `key`, created if missing. When full, slots whose value is no longer
     /// `live` (and not in use) go first, then an arbitrary one.
-    pub fn get_or_create(&self, key: &K, live: impl Fn(&V) -> bool) -> Slot<V> {
+    pub(crate) fn get_or_create(&self, key: &K, live: impl Fn(&V) -> bool) -> Slot<V> {
         let mut slots = self.slots.lock().unwrap();
         if let Some(slot) = slots.get(key) {
             return slot.clone();
@@ -51,18 +51,13 @@ impl<K: Hash + Eq + Clone, V> Slots<K, V> {
     }
 
     /// The slot of `key`, if it has one.
-    pub fn get(&self, key: &K) -> Option<Slot<V>> {
+    pub(crate) fn get(&self, key: &K) -> Option<Slot<V>> {
         self.slots.lock().unwrap().get(key).cloned()
     }
 
     /// Number of identities with a slot.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.lock().unwrap().len()
-    }
-
-    /// True when no identity has a slot.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

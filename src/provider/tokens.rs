@@ -15,10 +15,8 @@ pub const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 /// One audience's token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AudienceToken {
+pub(crate) struct AudienceToken {
     pub token: Redacted<String>,
-    #[serde(default)]
-    pub expiration_timestamp: Option<String>,
 }
 
 /// All tokens kubelet requested for the pod, plus the raw JSON for external plugins.
@@ -61,7 +59,7 @@ impl ServiceAccountTokens {
     }
 
     /// The token for `audience`, if kubelet requested one.
-    pub fn for_audience(&self, audience: &str) -> Option<&AudienceToken> {
+    pub(crate) fn for_audience(&self, audience: &str) -> Option<&AudienceToken> {
         self.by_audience.get(audience)
     }
 
@@ -78,7 +76,7 @@ impl ServiceAccountTokens {
 
 /// Who a JWT says it is, read without verification: only used to keep cache entries of
 /// different ServiceAccounts apart (Vault verifies the token itself at login).
-pub fn token_subject(jwt: &Redacted<String>) -> Option<String> {
+pub(crate) fn token_subject(jwt: &Redacted<String>) -> Option<String> {
     use base64::Engine as _;
     #[derive(Deserialize)]
     struct Claims {
@@ -118,7 +116,7 @@ pub fn token_subject(jwt: &Redacted<String>) -> Option<String> {
 
 /// What tells apart the identities behind tokens in a cache key: the token's subject when it
 /// has one, else a keyed digest of the whole token (never the token itself).
-pub fn subject_key(jwt: &Redacted<String>) -> String {
+pub(crate) fn subject_key(jwt: &Redacted<String>) -> String {
     token_subject(jwt).unwrap_or_else(|| token_digest(jwt.expose().as_bytes()))
 }
 

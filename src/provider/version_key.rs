@@ -22,29 +22,47 @@ pub const SECRET_NAME: &str = "keymount-hmac-key";
 /// The Secret's data key.
 pub const SECRET_KEY: &str = "key";
 /// Name of the generated key file in the state directory (local mode).
-pub const STATE_FILE: &str = "hmac.key";
+pub(crate) const STATE_FILE: &str = "hmac.key";
 /// Shortest key accepted, in bytes.
-pub const MIN_KEY_BYTES: usize = 32;
+pub(crate) const MIN_KEY_BYTES: usize = 32;
 
 /// Why no key could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The key file could not be read.
     #[error("read HMAC key {path}: {source}")]
     Read {
+        /// The key file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// A new key file could not be written.
     #[error("create HMAC key {path}: {source}")]
     Create {
+        /// The key file.
         path: PathBuf,
+        /// Why it could not be written.
         #[source]
         source: std::io::Error,
     },
+    /// A key too short to sign with (an HMAC key weaker than its hash).
     #[error("HMAC key from {origin} is {len} bytes; at least {MIN_KEY_BYTES} are needed")]
-    TooShort { origin: String, len: usize },
+    TooShort {
+        /// Where the key came from.
+        origin: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The key Secret could not be read or created.
     #[error("HMAC key Secret {namespace}/{SECRET_NAME}: {detail}")]
-    Secret { namespace: String, detail: String },
+    Secret {
+        /// The Secret's namespace.
+        namespace: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// The key. `Debug` never shows it.
@@ -88,7 +106,7 @@ impl VersionKey {
     }
 
     /// The key in `path` (`--hmac-key-file`).
-    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, KeyError> {
         let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
             path: path.to_owned(),
             source,
@@ -99,7 +117,7 @@ impl VersionKey {
     /// The key in `<dir>/hmac.key`, generated (mode 0600) on first use. The file appears
     /// complete or not at all: written beside it, then hard-linked into place, which fails if
     /// another process got there first (its key is then used).
-    pub fn from_state_dir(dir: &Path) -> Result<Self, KeyError> {
+    pub(crate) fn from_state_dir(dir: &Path) -> Result<Self, KeyError> {
         let path = dir.join(STATE_FILE);
         if !path.exists() {
             let create = |source| KeyError::Create {
@@ -203,7 +221,7 @@ impl VersionKey {
 
 /// A keyed digest of a token, for in-memory cache keys: HMAC-SHA256 under a random key made
 /// once per process and never stored, so not even a heap dump holds a plain hash of a token.
-pub fn token_digest(token: &[u8]) -> String {
+pub(crate) fn token_digest(token: &[u8]) -> String {
     static KEY: std::sync::OnceLock<VersionKey> = std::sync::OnceLock::new();
     KEY.get_or_init(VersionKey::ephemeral).sign(&[token])
 }

@@ -26,7 +26,7 @@ const ATTEMPTS: usize = 5;
 
 /// The owners a synced Secret gets from this pod: the pod's own owners (a ReplicaSet, a
 /// StatefulSet, a Job, ...), or the pod itself when it has none.
-pub async fn pod_owners(
+pub(crate) async fn pod_owners(
     client: &kube::Client,
     target: &SyncTarget<'_>,
 ) -> Result<Vec<OwnerReference>, SyncError> {
@@ -142,7 +142,7 @@ fn body(
 }
 
 /// Creates or updates one Secret (see the module docs).
-pub async fn ensure(
+pub(crate) async fn ensure(
     client: &kube::Client,
     namespace: &str,
     want: &DesiredSecret,

@@ -11,19 +11,19 @@ use super::tls;
 use crate::parse::trimmed;
 
 /// Label every Secret keymount writes carries; a Secret without it is never touched.
-pub const MANAGED_LABEL: &str = "secrets-store.csi.k8s.io/managed";
+pub(crate) const MANAGED_LABEL: &str = "secrets-store.csi.k8s.io/managed";
 
 /// The Secret type for TLS key pairs.
-pub const TLS_TYPE: &str = "kubernetes.io/tls";
+pub(crate) const TLS_TYPE: &str = "kubernetes.io/tls";
 
 /// One Secret as the class describes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DesiredSecret {
-    pub name: String,
-    pub type_: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub data: Redacted<BTreeMap<String, Vec<u8>>>,
+pub(crate) struct DesiredSecret {
+    pub(crate) name: String,
+    pub(crate) type_: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) data: Redacted<BTreeMap<String, Vec<u8>>>,
 }
 
 /// Why a `secretObjects` entry cannot be built. Names the class, the entry and the field.
@@ -64,7 +64,7 @@ pub enum BuildError {
 }
 
 /// Builds every Secret of `objects`; `file` gives a mounted file's bytes by its relative path.
-pub fn build(
+pub(crate) fn build(
     class: &str,
     objects: &[SecretObject],
     file: super::FileLookup<'_>,

@@ -11,20 +11,20 @@ type Lock = Arc<tokio::sync::Mutex<()>>;
 
 /// Locks by `namespace/name` of a Secret.
 #[derive(Debug, Default)]
-pub struct SecretLocks {
+pub(crate) struct SecretLocks {
     locks: Mutex<HashMap<String, Lock>>,
 }
 
 /// The locks of one sync, released on drop.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     _guards: Vec<OwnedMutexGuard<()>>,
 }
 
 impl SecretLocks {
     /// Takes the locks of every Secret in `keys`, in sorted order so that two syncs sharing
     /// several Secrets never wait on each other in a circle.
-    pub async fn lock_all<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Held {
+    pub(crate) async fn lock_all<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Held {
         let keys: BTreeSet<&str> = keys.into_iter().collect();
         let mut guards = Vec::with_capacity(keys.len());
         for key in keys {
@@ -34,13 +34,9 @@ impl SecretLocks {
     }
 
     /// Locks known now: held, waited for, or released since the last `lock_all`.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map().len()
-    }
-
-    /// True when no lock is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock_of(&self, key: &str) -> Lock {

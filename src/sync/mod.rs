@@ -4,10 +4,10 @@
 //! collector removes it with the last of them. Secrets keymount does not manage are never
 //! overwritten.
 
-pub mod apply;
-pub mod desired;
-pub mod locks;
-pub mod tls;
+pub(crate) mod apply;
+pub(crate) mod desired;
+pub(crate) mod locks;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,23 +18,23 @@ use crate::class::crd::SecretObject;
 use crate::kube_errors::ApiError;
 use crate::metrics::Metrics;
 
-pub use desired::{BuildError, DesiredSecret, MANAGED_LABEL};
+pub(crate) use desired::{BuildError, MANAGED_LABEL};
 
 /// The pod whose mount is mirrored.
 #[derive(Debug, Clone)]
-pub struct SyncTarget<'a> {
-    pub namespace: &'a str,
-    pub pod_name: &'a str,
-    pub pod_uid: &'a str,
+pub(crate) struct SyncTarget<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) pod_name: &'a str,
+    pub(crate) pod_uid: &'a str,
     /// `namespace/name` of the class (for messages).
-    pub class: &'a str,
+    pub(crate) class: &'a str,
     /// Provider name (metrics label).
-    pub provider: &'a str,
+    pub(crate) provider: &'a str,
 }
 
 /// What the sync did to one Secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretChange {
+pub(crate) enum SecretChange {
     Created,
     Updated,
     Unchanged,
@@ -42,9 +42,9 @@ pub enum SecretChange {
 
 /// One Secret and what happened to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Synced {
-    pub name: String,
-    pub change: SecretChange,
+pub(crate) struct Synced {
+    pub(crate) name: String,
+    pub(crate) change: SecretChange,
 }
 
 /// Why a sync failed. Names the pod, class or Secret; never a value.
@@ -95,7 +95,7 @@ fn api_code(error: &ApiError) -> Code {
 
 impl SyncError {
     /// The gRPC code a failed first mount answers with.
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             Self::Build(_) => Code::InvalidArgument,
             Self::PodGone { .. } => Code::NotFound,
@@ -108,7 +108,7 @@ impl SyncError {
     }
 
     /// The metrics `error_type` label.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Build(_) => "InvalidSecretObject",
             Self::GetPod { .. } | Self::PodGone { .. } => "FailedToGetPod",
@@ -121,10 +121,10 @@ impl SyncError {
 }
 
 /// A mounted file's bytes by its relative path.
-pub type FileLookup<'a> = &'a (dyn Fn(&str) -> Option<Vec<u8>> + Sync);
+pub(crate) type FileLookup<'a> = &'a (dyn Fn(&str) -> Option<Vec<u8>> + Sync);
 
 /// The sync controller of one node.
-pub struct SecretSync {
+pub(crate) struct SecretSync {
     client: kube::Client,
     metrics: Arc<Metrics>,
     /// One sync at a time per Secret on this node, so two pods sharing a Secret never race on
@@ -140,7 +140,7 @@ impl std::fmt::Debug for SecretSync {
 
 impl SecretSync {
     /// A sync writing through `client`.
-    pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
             metrics,
@@ -150,7 +150,7 @@ impl SecretSync {
 
     /// Mirrors `objects` for the pod of `target`; `file` gives a mounted file's bytes.
     /// Stops at the first Secret that fails (the others are retried at the next fetch).
-    pub async fn sync(
+    pub(crate) async fn sync(
         &self,
         target: &SyncTarget<'_>,
         objects: &[SecretObject],

@@ -9,9 +9,9 @@
 use pem::{EncodeConfig, LineEnding, Pem};
 
 /// Key of the certificate chain in a TLS Secret.
-pub const CERT_KEY: &str = "tls.crt";
+pub(crate) const CERT_KEY: &str = "tls.crt";
 /// Key of the private key in a TLS Secret.
-pub const KEY_KEY: &str = "tls.key";
+pub(crate) const KEY_KEY: &str = "tls.key";
 
 const KEY_TAGS: [&str; 3] = ["RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY"];
 
@@ -32,7 +32,7 @@ pub enum TlsError {
 
 /// What `key` of a TLS Secret holds, taken from `pem_bundle`. Keys other than `tls.crt`
 /// and `tls.key` (e.g. `ca.crt`) are copied as they are.
-pub fn part(key: &str, pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn part(key: &str, pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
     match key {
         CERT_KEY => certificates(pem_bundle),
         KEY_KEY => private_key(pem_bundle),
@@ -75,7 +75,7 @@ fn encode(blocks: &[Pem]) -> Vec<u8> {
 }
 
 /// Every `CERTIFICATE` block, in the order given (leaf first, as the provider returned it).
-pub fn certificates(pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn certificates(pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
     let certs: Vec<Pem> = blocks(pem_bundle)?
         .into_iter()
         .filter(|b| b.tag() == "CERTIFICATE")
@@ -87,7 +87,7 @@ pub fn certificates(pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
 }
 
 /// The one private key block.
-pub fn private_key(pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn private_key(pem_bundle: &[u8]) -> Result<Vec<u8>, TlsError> {
     let all = blocks(pem_bundle)?;
     if all.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
         return Err(TlsError::EncryptedKey);

@@ -9,23 +9,23 @@ use crate::names::{self, NameError};
 
 /// The keys keymount reads from the volume context. Everything else is passed to providers.
 #[derive(Debug, Clone, Deserialize)]
-pub struct VolumeContext {
+pub(crate) struct VolumeContext {
     /// Name of the SecretProviderClass in the pod's namespace.
     #[serde(rename = "secretProviderClass")]
     pub class: String,
     #[serde(rename = "csi.storage.k8s.io/pod.name", default)]
     pub pod_name: Option<String>,
     #[serde(rename = "csi.storage.k8s.io/pod.namespace")]
-    pub pod_namespace: String,
+    pub(crate) pod_namespace: String,
     #[serde(rename = "csi.storage.k8s.io/pod.uid", default)]
     pub pod_uid: Option<String>,
     #[serde(rename = "csi.storage.k8s.io/serviceAccount.name", default)]
-    pub service_account: Option<String>,
+    pub(crate) service_account: Option<String>,
 }
 
 /// Shows a volume context with the value of every key that may carry a credential (kubelet's
 /// ServiceAccount tokens) replaced: for `Debug` of anything that holds the map.
-pub struct RedactedContext<'a, M>(pub &'a M);
+pub(crate) struct RedactedContext<'a, M>(pub &'a M);
 
 impl<'a, M> std::fmt::Debug for RedactedContext<'a, M>
 where
@@ -59,7 +59,7 @@ pub enum ContextError {
 
 impl VolumeContext {
     /// Reads the typed view of kubelet's map.
-    pub fn parse(map: &BTreeMap<String, String>) -> Result<Self, ContextError> {
+    pub(crate) fn parse(map: &BTreeMap<String, String>) -> Result<Self, ContextError> {
         // Every value is a string, so serde can only complain about missing keys; tokens are
         // read elsewhere and are left out so they can never reach an error message.
         let context: Self = crate::parse::from_string_map(

@@ -14,21 +14,21 @@ use kube::api::PostParams;
 use crate::shutdown::Background;
 
 /// Source component of rotation events (upstream's rotation reconciler).
-pub const ROTATION_COMPONENT: &str = "csi-secrets-store-rotation";
+pub(crate) const ROTATION_COMPONENT: &str = "csi-secrets-store-rotation";
 /// Source component of Secret sync events (upstream's sync controller).
-pub const SYNC_COMPONENT: &str = "csi-secrets-store-controller";
+pub(crate) const SYNC_COMPONENT: &str = "csi-secrets-store-controller";
 
 /// Rotation swapped in new content.
-pub const ROTATION_COMPLETE: &str = "MountRotationComplete";
+pub(crate) const ROTATION_COMPLETE: &str = "MountRotationComplete";
 /// Rotation failed; the old content stays (upstream's reason for a failed mount rotation).
 pub const ROTATION_FAILED: &str = "MountRotationFailed";
 /// A rotation fetched and wrote the files, but the SecretProviderClassPodStatus (or the
 /// volume's state record) could not be written: the status is stale until the next fetch.
-pub const ROTATION_STATUS_STALE: &str = "MountRotationStatusStale";
+pub(crate) const ROTATION_STATUS_STALE: &str = "MountRotationStatusStale";
 /// A rotation changed a synced Secret.
-pub const SECRET_ROTATION_COMPLETE: &str = "SecretRotationComplete";
+pub(crate) const SECRET_ROTATION_COMPLETE: &str = "SecretRotationComplete";
 /// A Secret could not be synced (e.g. one keymount does not manage).
-pub const SECRET_SYNC_FAILED: &str = "FailedToCreateSecret";
+pub(crate) const SECRET_SYNC_FAILED: &str = "FailedToCreateSecret";
 
 /// How long one event write may take before it is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,21 +38,24 @@ const MAX_MESSAGE: usize = 1024;
 /// The pod an event is about.
 #[derive(Debug, Clone)]
 pub struct PodRef {
+    /// The pod's namespace (where the event is created).
     pub namespace: String,
+    /// The pod's name.
     pub name: String,
+    /// The pod's uid, so the event names this pod and not a successor of the same name.
     pub uid: String,
 }
 
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
+pub(crate) enum Severity {
     Normal,
     Warning,
 }
 
 /// Writes events through the node's API client.
 #[derive(Clone)]
-pub struct PodEvents {
+pub(crate) struct PodEvents {
     client: kube::Client,
     node: String,
     /// Where the writes run, so shutdown waits for them.
@@ -81,7 +84,7 @@ fn truncate(mut message: String) -> String {
 
 impl PodEvents {
     /// Events reported as coming from `node`.
-    pub fn new(client: kube::Client, node: impl Into<String>) -> Self {
+    pub(crate) fn new(client: kube::Client, node: impl Into<String>) -> Self {
         Self {
             client,
             node: node.into(),
@@ -90,13 +93,13 @@ impl PodEvents {
     }
 
     /// Runs the event writes among `background`, which shutdown joins.
-    pub fn in_background(mut self, background: Background) -> Self {
+    pub(crate) fn in_background(mut self, background: Background) -> Self {
         self.background = background;
         self
     }
 
     /// The event object (exposed for tests of its shape).
-    pub fn event(
+    pub(crate) fn event(
         &self,
         pod: &PodRef,
         component: &str,
@@ -136,7 +139,7 @@ impl PodEvents {
     }
 
     /// Writes the event in the background; a failure is logged, never returned.
-    pub fn emit(
+    pub(crate) fn emit(
         &self,
         pod: &PodRef,
         component: &str,

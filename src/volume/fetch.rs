@@ -13,7 +13,7 @@ use crate::provider::{MountInput, MountOutput, Provider};
 /// (the tokens travel separately), except that a volume attribute may not change a
 /// parameter the provider keeps class-only (`Provider::class_only_parameters`) unless
 /// `overrides` allows it.
-pub fn mount_attributes(
+pub(crate) fn mount_attributes(
     parameters: BTreeMap<String, String>,
     volume_context: &BTreeMap<String, String>,
     provider: (&str, &dyn Provider),
@@ -37,7 +37,7 @@ pub fn mount_attributes(
 
 /// Calls the provider within `timeout` and validates every returned path against `limits`:
 /// what a publish does before writing (also used by `keymount fetch`).
-pub async fn fetch_checked(
+pub(crate) async fn fetch_checked(
     provider: &dyn Provider,
     input: &MountInput,
     provider_name: &str,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::state::VolumeRecord;
 
 /// The journal's name inside the state directory.
-pub const JOURNAL_FILE: &str = "volumes.jsonl";
+pub(crate) const JOURNAL_FILE: &str = "volumes.jsonl";
 
 /// Lines beyond the live records that may pile up before a rewrite.
 const SLACK_LINES: usize = 256;
@@ -49,7 +49,7 @@ pub(super) struct Journal {
 
 /// What reading a journal found.
 #[derive(Debug, Default)]
-pub struct ReadRecords {
+pub(crate) struct ReadRecords {
     /// The live records, by volume id.
     pub records: HashMap<String, VolumeRecord>,
     /// Lines that were skipped (not UTF-8, not JSON, not a record, cut short).
@@ -65,7 +65,7 @@ pub fn read_records(dir: &Path) -> io::Result<HashMap<String, VolumeRecord>> {
 /// Reads a journal as [`read_records`] does, and counts the skipped lines. A line that does
 /// not decode is skipped with a warning naming its number; only an error reading the file
 /// itself is returned.
-pub fn read_journal(dir: &Path) -> io::Result<ReadRecords> {
+pub(crate) fn read_journal(dir: &Path) -> io::Result<ReadRecords> {
     let path = dir.join(JOURNAL_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,

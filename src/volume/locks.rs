@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 /// The per-volume locks.
 #[derive(Debug, Default)]
-pub struct VolumeLocks {
+pub(crate) struct VolumeLocks {
     busy: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The lock of one volume; dropping it frees the volume.
 #[derive(Debug)]
 #[must_use = "the volume is free again as soon as the guard is dropped"]
-pub struct VolumeGuard {
+pub(crate) struct VolumeGuard {
     busy: Arc<Mutex<HashSet<String>>>,
     volume_id: String,
 }
@@ -37,7 +37,7 @@ impl Drop for VolumeGuard {
 
 impl VolumeLocks {
     /// Takes the lock of `volume_id`, or `None` if another call holds it.
-    pub fn try_lock(&self, volume_id: &str) -> Option<VolumeGuard> {
+    pub(crate) fn try_lock(&self, volume_id: &str) -> Option<VolumeGuard> {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if !busy.insert(volume_id.to_owned()) {
             return None;
@@ -49,12 +49,14 @@ impl VolumeLocks {
     }
 
     /// Number of volumes locked right now (calls in flight).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.busy.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// True when no call holds a lock.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -3,22 +3,22 @@
 //! is told (`report/`) and what keymount remembers of each volume (`state.rs`).
 
 mod blocking;
-pub mod context;
+pub(crate) mod context;
 pub mod events;
 mod fetch;
 pub mod journal;
-pub mod locks;
+pub(crate) mod locks;
 mod pod_group;
 pub mod pod_status;
-pub mod publish;
+pub(crate) mod publish;
 mod publish_error;
-pub mod report;
-pub mod rotation;
-pub mod service;
+pub(crate) mod report;
+pub(crate) mod rotation;
+pub(crate) mod service;
 pub mod state;
-pub mod unpublish;
+pub(crate) mod unpublish;
 
 pub use publish::{AccessType, PublishError, PublishOutcome, PublishRequest};
-pub use report::{KubeReporter, LocalReporter, Reporter};
-pub use service::{NodeConfig, Recovered, VolumeService};
+pub(crate) use report::KubeReporter;
+pub use service::{NodeConfig, VolumeService};
 pub use unpublish::{UnpublishError, UnpublishRequest};

@@ -12,12 +12,19 @@ use crate::provider::ObjectVersion;
 /// What the status object records for one pod and class.
 #[derive(Debug)]
 pub struct PodStatusInput<'a> {
+    /// This node (labelled on the object, as upstream does).
     pub node_id: &'a str,
+    /// The pod's namespace, where the object lives.
     pub namespace: &'a str,
+    /// The pod's name.
     pub pod_name: &'a str,
+    /// The pod's uid (the owner reference).
     pub pod_uid: &'a str,
+    /// The SecretProviderClass name.
     pub class: &'a str,
+    /// The volume's target path.
     pub target_path: &'a str,
+    /// The mounted objects and their versions.
     pub versions: &'a [ObjectVersion],
 }
 

@@ -13,16 +13,18 @@ use crate::provider::ServiceAccountTokens;
 use crate::provider::tokens::TOKENS_KEY;
 use crate::redact::Redacted;
 
-pub use super::fetch::{fetch_checked, mount_attributes};
+pub(crate) use super::fetch::{fetch_checked, mount_attributes};
 pub use super::publish_error::PublishError;
 
 /// Default file mode handed to providers (upstream sends "420").
-pub const DEFAULT_PERMISSION: u32 = 0o644;
+pub(crate) const DEFAULT_PERMISSION: u32 = 0o644;
 
 /// How the CO wants the volume accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessType {
+    /// A file system: the only kind keymount serves.
     Mount,
+    /// A raw block device: refused.
     Block,
 }
 
@@ -30,11 +32,17 @@ pub enum AccessType {
 /// context and the `secrets`.
 #[derive(Clone)]
 pub struct PublishRequest {
+    /// The CSI volume id (one per pod volume).
     pub volume_id: String,
+    /// Where kubelet wants the volume, as sent (checked before use).
     pub target_path: String,
+    /// The capability's access type; `None` when kubelet sent none.
     pub access: Option<AccessType>,
+    /// Must be true: secrets volumes are read-only.
     pub readonly: bool,
+    /// Pod identity, class name, tokens and attribute overrides from kubelet.
     pub volume_context: BTreeMap<String, String>,
+    /// The `nodePublishSecretRef` Secret's data (credentials for plugins).
     pub secrets: Redacted<BTreeMap<String, String>>,
     /// The CSI `volume_capability.mount.volume_mount_group` as sent: the pod's fsGroup from
     /// a kubelet that delegates it (VOLUME_MOUNT_GROUP), empty otherwise.
@@ -63,11 +71,17 @@ pub enum PublishOutcome {
     /// Republish inside the interval: nothing asked, nothing written.
     Skipped,
     /// Republish that asked the provider; `changed` tells whether files were swapped.
-    Rotated { changed: bool },
+    Rotated {
+        /// Whether the files differed and were swapped.
+        changed: bool,
+    },
     /// Republish that asked the provider and wrote the files (swapped when `changed`), but
     /// whose SecretProviderClassPodStatus or state record could not be written: the status
     /// is stale until the next fetch, which writes it again even if nothing changed.
-    RotatedStatusStale { changed: bool },
+    RotatedStatusStale {
+        /// Whether the files differed and were swapped.
+        changed: bool,
+    },
     /// Republish whose fetch failed: the old content stays (kubelet would otherwise remove it).
     RotationFailed,
 }

@@ -10,13 +10,13 @@ use super::state::VolumeRecord;
 use crate::class::SecretProviderClass;
 
 /// Class annotation that overrides the rotation interval for one class (e.g. `30s`, `1h`).
-pub const ROTATION_INTERVAL_ANNOTATION: &str = "keymount.io/rotation-poll-interval";
+pub(crate) const ROTATION_INTERVAL_ANNOTATION: &str = "keymount.io/rotation-poll-interval";
 /// The least time between two fetches of one mounted volume, whatever a class's annotation or
 /// a store's lease says (a value below is raised to it, with a warning): a class must not make
 /// every republish call the store.
-pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(1);
 /// Class annotation whose change makes the next republish fetch at once (on-demand refresh).
-pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-at";
+pub(crate) const REFRESH_ANNOTATION: &str = "keymount.io/refresh-at";
 
 /// The class's refresh annotation, as a volume's record keeps it after a fetch.
 pub(super) fn refresh_stamp(class: &SecretProviderClass) -> Option<String> {

@@ -22,24 +22,25 @@ mod writer;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRecord {
-    pub volume_id: String,
-    pub target_path: PathBuf,
-    pub pod_namespace: String,
+    pub(crate) volume_id: String,
+    pub(crate) target_path: PathBuf,
+    pub(crate) pod_namespace: String,
     #[serde(default)]
-    pub pod_name: Option<String>,
+    pub(crate) pod_name: Option<String>,
     #[serde(default)]
-    pub pod_uid: Option<String>,
-    pub class: String,
-    pub provider: String,
+    pub(crate) pod_uid: Option<String>,
+    pub(crate) class: String,
+    pub(crate) provider: String,
+    /// The versions the provider reported for the files on the volume.
     pub versions: Vec<ObjectVersion>,
     /// When the provider was last asked.
-    pub fetched_at: Timestamp,
+    pub(crate) fetched_at: Timestamp,
     /// When some object must be fetched again regardless of the interval (leases).
     #[serde(default)]
-    pub refresh_before: Option<Timestamp>,
+    pub(crate) refresh_before: Option<Timestamp>,
     /// The class's refresh annotation as of the last fetch (on-demand refresh).
     #[serde(default)]
-    pub refresh_stamp: Option<String>,
+    pub(crate) refresh_stamp: Option<String>,
     /// The SecretProviderClassPodStatus could not be written at the last fetch: the next
     /// republish fetches and writes it again, even if the content did not change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -47,11 +48,11 @@ pub struct VolumeRecord {
     /// The device number of the volume's tmpfs when it was filled: a republish that finds the
     /// same tmpfs at the target need not read the node's whole mount table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<u64>,
+    pub(crate) device: Option<u64>,
     /// The group the volume's files belong to (the pod's fsGroup), so a rotation, also after
     /// a restart, writes them with the same group. Absent in records written before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fs_group: Option<FsGroup>,
+    pub(crate) fs_group: Option<FsGroup>,
 }
 
 /// Failure to persist or read a record.
@@ -166,43 +167,38 @@ impl VolumeStates {
     }
 
     /// The record of `volume_id`, if it is published.
-    pub fn get(&self, volume_id: &str) -> Option<Arc<VolumeRecord>> {
+    pub(crate) fn get(&self, volume_id: &str) -> Option<Arc<VolumeRecord>> {
         self.shared.read().get(volume_id).cloned()
     }
 
     /// Every record (for rotation and sync after a restart).
-    pub fn all(&self) -> Vec<Arc<VolumeRecord>> {
+    pub(crate) fn all(&self) -> Vec<Arc<VolumeRecord>> {
         self.shared.read().values().cloned().collect()
     }
 
     /// Number of published volumes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shared.read().len()
     }
 
-    /// True when no volume is published.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// False while the journal cannot be written (the records are in memory only).
-    pub fn journal_writable(&self) -> bool {
+    pub(crate) fn journal_writable(&self) -> bool {
         self.shared.writable.load(Ordering::Acquire)
     }
 
     /// Stores a record: appended to the journal first (when it can be), then kept in memory.
-    pub async fn put(&self, record: VolumeRecord) {
+    pub(crate) async fn put(&self, record: VolumeRecord) {
         self.change(Change::Put(Arc::new(record))).await;
     }
 
     /// Forgets a volume; one that is not known writes nothing.
-    pub async fn remove(&self, volume_id: &str) {
+    pub(crate) async fn remove(&self, volume_id: &str) {
         self.change(Change::Remove(volume_id.to_owned())).await;
     }
 
     /// Writes the journal afresh from memory if it could not be written before; true when it
     /// is writable now. Called at every change and periodically by the node.
-    pub async fn retry_journal(&self) -> bool {
+    pub(crate) async fn retry_journal(&self) -> bool {
         match &self.writer {
             None => true,
             Some(writer) => writer.retry().await,

@@ -3,7 +3,7 @@
 //! like publish builds them.
 #![allow(dead_code)]
 
-pub mod proxy;
+pub(crate) mod proxy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,42 +14,45 @@ use keymount::provider::MountOutput;
 use keymount::provider::aws::{AwsArgs, AwsProvider};
 use serde_json::json;
 
-pub use self::proxy::AwsProxy;
+pub(crate) use self::proxy::AwsProxy;
 use crate::support::moto::{Moto, REGION};
 
 /// The IRSA role of local-mode classes.
-pub const ROLE: &str = "arn:aws:iam::123456789012:role/keymount-test";
+pub(crate) const ROLE: &str = "arn:aws:iam::123456789012:role/keymount-test";
 /// The IRSA token audience.
-pub const STS: &str = "sts.amazonaws.com";
+pub(crate) const STS: &str = "sts.amazonaws.com";
 /// moto does not verify web identity tokens; the IRSA test uses a real one.
-pub const FAKE_JWT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.sig";
+pub(crate) const FAKE_JWT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ0ZXN0In0.sig";
 
 /// A moto server and a counting proxy in front of it.
-pub async fn bed() -> (Moto, AwsProxy) {
+pub(crate) async fn bed() -> (Moto, AwsProxy) {
     let moto = Moto::start().await;
     let proxy = AwsProxy::start(moto.endpoint()).await;
     (moto, proxy)
 }
 
 /// A provider without an API server (local mode: the class names the role).
-pub fn local_provider(proxy: &AwsProxy) -> AwsProvider {
+pub(crate) fn local_provider(proxy: &AwsProxy) -> AwsProvider {
     AwsProvider::new(args(&proxy.endpoint), None, "test-node")
 }
 
 /// Kubelet's tokens JSON with an IRSA token.
-pub fn irsa_tokens() -> String {
+pub(crate) fn irsa_tokens() -> String {
     tokens_json(&[(STS, FAKE_JWT)])
 }
 
 /// Class parameters: region, roleArn, objects and `extra`.
-pub fn params<'a>(objects: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn params<'a>(
+    objects: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
     let mut p = vec![("region", REGION), ("roleArn", ROLE), ("objects", objects)];
     p.extend_from_slice(extra);
     p
 }
 
 /// The text between `start` and `end` (an element of an STS XML answer).
-pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let from = text
         .find(start)
         .unwrap_or_else(|| panic!("{start} in {text}"))
@@ -58,7 +61,7 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 }
 
 /// Node settings pointing every AWS endpoint at `endpoint`, with fast retries.
-pub fn args(endpoint: &str) -> AwsArgs {
+pub(crate) fn args(endpoint: &str) -> AwsArgs {
     AwsArgs {
         aws_sts_endpoint: Some(endpoint.into()),
         aws_secretsmanager_endpoint: Some(endpoint.into()),
@@ -73,9 +76,9 @@ pub fn args(endpoint: &str) -> AwsArgs {
 /// A stand-in EKS Pod Identity agent: answers tokens it knows with credentials and records
 /// the Authorization headers it received.
 #[derive(Debug)]
-pub struct PodIdentityAgent {
-    pub endpoint: String,
-    pub seen: Arc<Mutex<Vec<String>>>,
+pub(crate) struct PodIdentityAgent {
+    pub(crate) endpoint: String,
+    pub(crate) seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -87,7 +90,7 @@ impl Drop for PodIdentityAgent {
 
 impl PodIdentityAgent {
     /// Answers `token` with credentials whose access key id is `access_key`.
-    pub async fn start(token: &str, access_key: &str) -> Self {
+    pub(crate) async fn start(token: &str, access_key: &str) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (token, key, log) = (token.to_owned(), access_key.to_owned(), seen.clone());
         let app = axum::Router::new().route(
@@ -134,7 +137,7 @@ impl PodIdentityAgent {
 }
 
 /// A Secrets Manager client for moto in `region`.
-pub fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
+pub(crate) fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
     let config = moto
         .sdk_config()
         .to_builder()
@@ -146,12 +149,12 @@ pub fn sm(moto: &Moto, region: &str) -> aws_sdk_secretsmanager::Client {
 }
 
 /// An SSM client for moto in us-east-1.
-pub fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
+pub(crate) fn ssm(moto: &Moto) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::new(&moto.sdk_config())
 }
 
 /// Kubelet's tokens JSON for some audiences.
-pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn tokens_json(pairs: &[(&str, &str)]) -> String {
     let map: serde_json::Map<String, serde_json::Value> = pairs
         .iter()
         .map(|(aud, token)| {
@@ -165,10 +168,10 @@ pub fn tokens_json(pairs: &[(&str, &str)]) -> String {
 }
 
 #[allow(unused_imports)]
-pub use crate::support::mount_input::{bytes, input, mode, text};
+pub(crate) use crate::support::mount_input::{bytes, input, mode, text};
 
 /// The version reported for file `name`.
-pub fn version(output: &MountOutput, name: &str) -> String {
+pub(crate) fn version(output: &MountOutput, name: &str) -> String {
     output
         .versions
         .iter()

@@ -13,7 +13,7 @@ use serde_json::json;
 
 /// What the proxy answers instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     Throttle,
     ServerError,
     AccessDenied,
@@ -21,24 +21,24 @@ pub enum Fault {
 
 /// Which calls a fault hits, and how many more times (None: always).
 #[derive(Debug, Clone)]
-pub struct Rule {
-    pub action: Option<&'static str>,
-    pub region: Option<String>,
-    pub remaining: Option<usize>,
-    pub fault: Fault,
+pub(crate) struct Rule {
+    pub(crate) action: Option<&'static str>,
+    pub(crate) region: Option<String>,
+    pub(crate) remaining: Option<usize>,
+    pub(crate) fault: Fault,
 }
 
 /// One call the proxy saw.
 #[derive(Debug, Clone)]
-pub struct Call {
-    pub action: String,
-    pub region: String,
-    pub access_key: String,
-    pub faulted: bool,
+pub(crate) struct Call {
+    pub(crate) action: String,
+    pub(crate) region: String,
+    pub(crate) access_key: String,
+    pub(crate) faulted: bool,
     /// Form fields of query-protocol calls (STS).
-    pub form: BTreeMap<String, String>,
+    pub(crate) form: BTreeMap<String, String>,
     /// Response body of query-protocol calls (STS answers).
-    pub answer: String,
+    pub(crate) answer: String,
 }
 
 #[derive(Debug)]
@@ -51,8 +51,8 @@ struct ProxyState {
 
 /// The proxy; stops when dropped.
 #[derive(Debug)]
-pub struct AwsProxy {
-    pub endpoint: String,
+pub(crate) struct AwsProxy {
+    pub(crate) endpoint: String,
     state: Arc<ProxyState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -181,7 +181,7 @@ async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> Respo
 
 impl AwsProxy {
     /// A proxy on 127.0.0.1 forwarding to `upstream`.
-    pub async fn start(upstream: &str) -> Self {
+    pub(crate) async fn start(upstream: &str) -> Self {
         crate::support::proc::install_crypto_provider();
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_owned(),
@@ -205,32 +205,32 @@ impl AwsProxy {
     }
 
     /// Adds a fault rule (rules are tried in order).
-    pub fn fault(&self, rule: Rule) {
+    pub(crate) fn fault(&self, rule: Rule) {
         self.state.rules.lock().unwrap().push(rule);
     }
 
     /// Removes every fault rule.
-    pub fn clear_faults(&self) {
+    pub(crate) fn clear_faults(&self) {
         self.state.rules.lock().unwrap().clear();
     }
 
     /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().unwrap().clone()
     }
 
     /// Forgets the calls seen so far.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.state.calls.lock().unwrap().clear();
     }
 
     /// Calls of `action` (in any region).
-    pub fn count(&self, action: &str) -> usize {
+    pub(crate) fn count(&self, action: &str) -> usize {
         self.calls().iter().filter(|c| c.action == action).count()
     }
 
     /// Calls signed for `region`.
-    pub fn count_region(&self, region: &str) -> usize {
+    pub(crate) fn count_region(&self, region: &str) -> usize {
         self.calls().iter().filter(|c| c.region == region).count()
     }
 }

@@ -7,30 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kubernetes version the default golden render is made for (shows the ≥ 1.35 fields).
-pub const GOLDEN_KUBE_VERSION: &str = "v1.35.0";
+pub(crate) const GOLDEN_KUBE_VERSION: &str = "v1.35.0";
 /// Kubernetes version `deploy/` is rendered for: before 1.35, so it applies to any cluster.
-pub const DEPLOY_KUBE_VERSION: &str = "v1.29.0";
+pub(crate) const DEPLOY_KUBE_VERSION: &str = "v1.29.0";
 /// The test API server's version.
-pub const TEST_SERVER_VERSION: &str = "v1.20.2";
+pub(crate) const TEST_SERVER_VERSION: &str = "v1.20.2";
 
 /// The repository root.
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The chart directory.
-pub fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     root().join("charts/keymount")
 }
 
 /// The Python interpreter that has helm_python (scripts/deps.sh installs it).
-pub fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// Renders the chart with `values` for `kube_version`, release `keymount` in `namespace`;
 /// with `crds`, the chart's CRDs come first. Panics with the SDK's message on failure.
-pub fn render_in(
+pub(crate) fn render_in(
     values: &serde_json::Value,
     kube_version: &str,
     namespace: &str,
@@ -58,7 +58,7 @@ pub fn render_in(
 }
 
 /// The error of a render that must fail (bad values), as the Helm SDK words it.
-pub fn render_error(values: &serde_json::Value) -> String {
+pub(crate) fn render_error(values: &serde_json::Value) -> String {
     let out = Command::new(python())
         .arg(root().join("tests/chart/render.py"))
         .arg("render")
@@ -72,12 +72,12 @@ pub fn render_error(values: &serde_json::Value) -> String {
 }
 
 /// [`render_in`] into `kube-system`, without CRDs.
-pub fn render(values: &serde_json::Value, kube_version: &str) -> String {
+pub(crate) fn render(values: &serde_json::Value, kube_version: &str) -> String {
     render_in(values, kube_version, "kube-system", false)
 }
 
 /// The objects of a YAML stream.
-pub fn objects(yaml: &str) -> Vec<serde_json::Value> {
+pub(crate) fn objects(yaml: &str) -> Vec<serde_json::Value> {
     yaml.split("\n---")
         .filter_map(|doc| {
             let value: serde_json::Value =
@@ -88,24 +88,24 @@ pub fn objects(yaml: &str) -> Vec<serde_json::Value> {
 }
 
 /// The objects of `kind` in `objs`.
-pub fn of_kind<'a>(objs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn of_kind<'a>(objs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     objs.iter().filter(|o| o["kind"] == kind).collect()
 }
 
 /// The one object of `kind`.
-pub fn one<'a>(objs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+pub(crate) fn one<'a>(objs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
     let found = of_kind(objs, kind);
     assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
     found[0]
 }
 
 /// True when checked-in files should be rewritten instead of compared.
-pub fn blessing() -> bool {
+pub(crate) fn blessing() -> bool {
     std::env::var_os("KEYMOUNT_BLESS").is_some_and(|v| v == "1")
 }
 
 /// Compares `path` (relative to the root) with `expected`, or rewrites it when blessing.
-pub fn check_file(path: &str, expected: &str) {
+pub(crate) fn check_file(path: &str, expected: &str) {
     let file = root().join(path);
     if blessing() {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -130,14 +130,14 @@ pub fn check_file(path: &str, expected: &str) {
 }
 
 /// Writes `text` to a file in `dir` and returns its path (for command-line tools).
-pub fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write_temp(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
 }
 
 /// Value sets every test renders: the defaults and the ones that change the objects' shape.
-pub fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
+pub(crate) fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("default", serde_json::json!({})),
         (

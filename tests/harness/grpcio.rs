@@ -10,11 +10,11 @@ fn grpcio_python() -> String {
 }
 
 /// One call's outcome: the response bytes, or (code, details).
-pub type Outcome = Result<Vec<u8>, (String, String)>;
+pub(crate) type Outcome = Result<Vec<u8>, (String, String)>;
 
 /// Calls each method `rounds` times on one grpcio channel to `socket` with `authority` as
 /// `:authority` (`None`: grpcio's default).
-pub fn grpcio_calls(
+pub(crate) fn grpcio_calls(
     socket: &Path,
     rounds: usize,
     authority: Option<&str>,

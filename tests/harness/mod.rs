@@ -2,7 +2,7 @@
 //! client, an in-test provider plugin, and mount-table checks.
 #![allow(dead_code)]
 
-pub mod grpcio;
-pub mod mounts;
-pub mod node;
-pub mod plugin;
+pub(crate) mod grpcio;
+pub(crate) mod mounts;
+pub(crate) mod node;
+pub(crate) mod plugin;

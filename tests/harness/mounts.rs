@@ -3,7 +3,7 @@
 use std::path::Path;
 
 /// Mount points (decoded) at or below `dir`, from /proc/self/mountinfo.
-pub fn mounts_under(dir: &Path) -> Vec<String> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
     let prefix = dir.to_string_lossy().into_owned();
     table
@@ -15,7 +15,7 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// The mount options and filesystem type of the mount at exactly `point`.
-pub fn mount_entry(point: &Path) -> Option<(String, String)> {
+pub(crate) fn mount_entry(point: &Path) -> Option<(String, String)> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = point.to_string_lossy();
     table.lines().find_map(|line| {

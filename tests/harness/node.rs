@@ -17,32 +17,32 @@ use tonic::transport::Channel;
 
 /// How to start the node.
 #[derive(Debug, Clone, Default)]
-pub struct NodeOptions {
+pub(crate) struct NodeOptions {
     /// Local mode: classes from this directory.
-    pub class_dir: Option<PathBuf>,
+    pub(crate) class_dir: Option<PathBuf>,
     /// API server mode: this kubeconfig.
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Directory of provider plugin sockets.
-    pub provider_dir: Option<PathBuf>,
+    pub(crate) provider_dir: Option<PathBuf>,
     /// Extra flags.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Extra environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Reuse this work dir (socket, state, logs) instead of a new one: restart tests.
-    pub work_dir: Option<PathBuf>,
+    pub(crate) work_dir: Option<PathBuf>,
     /// kubelet's root directory (`--kubelet-root-dir`); `<work dir>/kubelet` when absent.
     /// Targets must be `<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`: see
     /// `kubelet_target` and `NodeProcess::target`.
-    pub kubelet_root: Option<PathBuf>,
+    pub(crate) kubelet_root: Option<PathBuf>,
 }
 
 /// A pod UID of kubelet's shape (a UUID) for test pod `n`.
-pub fn pod_uid(n: usize) -> String {
+pub(crate) fn pod_uid(n: usize) -> String {
     format!("0b2e1f4c-0000-4000-8000-{n:012x}")
 }
 
 /// Where kubelet mounts CSI volume `volume` of pod `pod_uid` below kubelet root `root`.
-pub fn kubelet_target(root: &Path, pod_uid: &str, volume: &str) -> PathBuf {
+pub(crate) fn kubelet_target(root: &Path, pod_uid: &str, volume: &str) -> PathBuf {
     root.join("pods")
         .join(pod_uid)
         .join("volumes/kubernetes.io~csi")
@@ -52,14 +52,14 @@ pub fn kubelet_target(root: &Path, pod_uid: &str, volume: &str) -> PathBuf {
 
 /// A running `keymount node`; killed when dropped.
 #[derive(Debug)]
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     child: Option<Child>,
-    pub work_dir: PathBuf,
-    pub socket: PathBuf,
-    pub metrics: SocketAddr,
-    pub log: PathBuf,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) metrics: SocketAddr,
+    pub(crate) log: PathBuf,
     /// The kubelet root the node was given.
-    pub kubelet_root: PathBuf,
+    pub(crate) kubelet_root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -73,7 +73,7 @@ fn free_port() -> u16 {
 
 impl NodeProcess {
     /// Starts the node and waits until `/readyz` answers 200.
-    pub async fn start(options: NodeOptions) -> Self {
+    pub(crate) async fn start(options: NodeOptions) -> Self {
         let (tmp, work_dir) = match &options.work_dir {
             Some(dir) => (None, dir.clone()),
             None => {
@@ -183,7 +183,7 @@ impl NodeProcess {
     }
 
     /// A plain HTTP GET on the metrics/health server: (status, body).
-    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
@@ -197,34 +197,34 @@ impl NodeProcess {
     /// The target path of `volume` of pod `pod_uid` under this node's kubelet root, with
     /// the directories kubelet makes before NodePublishVolume (up to `<volume>/`; the
     /// `mount` directory itself is keymount's to make).
-    pub fn target(&self, pod_uid: &str, volume: &str) -> PathBuf {
+    pub(crate) fn target(&self, pod_uid: &str, volume: &str) -> PathBuf {
         let target = kubelet_target(&self.kubelet_root, pod_uid, volume);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         target
     }
 
     /// The node's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("node running").id()
     }
 
     /// Everything the node logged so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// A CSI Node client over the socket.
-    pub async fn node_client(&self) -> NodeClient<Channel> {
+    pub(crate) async fn node_client(&self) -> NodeClient<Channel> {
         NodeClient::new(channel(&self.socket).await)
     }
 
     /// A CSI Identity client over the socket.
-    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+    pub(crate) async fn identity_client(&self) -> IdentityClient<Channel> {
         IdentityClient::new(channel(&self.socket).await)
     }
 
     /// SIGKILL, as a crash.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -232,7 +232,7 @@ impl NodeProcess {
     }
 
     /// Sends SIGTERM and returns at once (the node drains; see `wait_exit`).
-    pub fn send_sigterm(&self) {
+    pub(crate) fn send_sigterm(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())
@@ -243,7 +243,10 @@ impl NodeProcess {
 
     /// Waits up to `timeout` for the process to exit; returns its status, or `None` if it
     /// is still running.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self
@@ -264,7 +267,7 @@ impl NodeProcess {
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node running");
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -281,14 +284,14 @@ impl Drop for NodeProcess {
 }
 
 /// A gRPC channel over a unix socket.
-pub async fn channel(socket: &Path) -> Channel {
+pub(crate) async fn channel(socket: &Path) -> Channel {
     keymount::unix_channel::connect(socket)
         .await
         .expect("connect to CSI socket")
 }
 
 /// A publish request the way kubelet sends one for an inline volume.
-pub fn publish_request(
+pub(crate) fn publish_request(
     volume_id: &str,
     target: &Path,
     class: &str,
@@ -322,7 +325,7 @@ pub fn publish_request(
 }
 
 /// The matching unpublish request.
-pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
+pub(crate) fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeRequest {
     NodeUnpublishVolumeRequest {
         volume_id: volume_id.into(),
         target_path: target.display().to_string(),
@@ -330,7 +333,7 @@ pub fn unpublish_request(volume_id: &str, target: &Path) -> NodeUnpublishVolumeR
 }
 
 /// Writes a SecretProviderClass manifest into a class directory.
-pub fn write_class(
+pub(crate) fn write_class(
     dir: &Path,
     namespace: &str,
     name: &str,

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 /// What the plugin answers to Mount.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// These files (path, mode, contents), one version per file ("v1").
     Files(Vec<(String, i32, Vec<u8>)>),
     /// These files and these versions.
@@ -38,7 +38,7 @@ pub enum Reply {
 
 impl Reply {
     /// Shorthand: files with mode 0644.
-    pub fn files(files: &[(&str, &str)]) -> Self {
+    pub(crate) fn files(files: &[(&str, &str)]) -> Self {
         Self::Files(
             files
                 .iter()
@@ -146,15 +146,15 @@ async fn answer(reply: Reply) -> Result<Response<MountResponse>, Status> {
 
 /// A running plugin; stops when dropped.
 #[derive(Debug)]
-pub struct FakePlugin {
-    pub socket: PathBuf,
+pub(crate) struct FakePlugin {
+    pub(crate) socket: PathBuf,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
 }
 
 impl FakePlugin {
     /// Serves plugin `name` in `dir`.
-    pub async fn start(dir: &Path, name: &str, reply: Reply) -> Self {
+    pub(crate) async fn start(dir: &Path, name: &str, reply: Reply) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
@@ -180,18 +180,18 @@ impl FakePlugin {
     }
 
     /// Changes the answer for later calls.
-    pub fn set_reply(&self, reply: Reply) {
+    pub(crate) fn set_reply(&self, reply: Reply) {
         self.state.lock().unwrap().reply = reply;
     }
 
     /// Mount calls received so far.
-    pub fn mount_calls(&self) -> usize {
+    pub(crate) fn mount_calls(&self) -> usize {
         self.state.lock().unwrap().mounts
     }
 
     /// Mount requests received so far about pod `name` (its `csi.storage.k8s.io/pod.name`
     /// attribute).
-    pub fn mount_calls_for_pod(&self, name: &str) -> usize {
+    pub(crate) fn mount_calls_for_pod(&self, name: &str) -> usize {
         self.state
             .lock()
             .unwrap()
@@ -205,7 +205,7 @@ impl FakePlugin {
     }
 
     /// The last Mount request received.
-    pub fn last_request(&self) -> Option<MountRequest> {
+    pub(crate) fn last_request(&self) -> Option<MountRequest> {
         self.state.lock().unwrap().requests.last().cloned()
     }
 }

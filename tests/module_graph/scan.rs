@@ -7,18 +7,18 @@ use std::path::{Path, PathBuf};
 
 /// One reference from code in module `from` to the absolute path `to`.
 #[derive(Debug, Clone)]
-pub struct Reference {
-    pub from: Vec<String>,
-    pub to: Vec<String>,
-    pub file: PathBuf,
-    pub line: usize,
+pub(crate) struct Reference {
+    pub(crate) from: Vec<String>,
+    pub(crate) to: Vec<String>,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
 }
 
 /// A source file and the module its top level is.
 #[derive(Debug)]
-pub struct SourceFile {
-    pub path: PathBuf,
-    pub module: Vec<String>,
+pub(crate) struct SourceFile {
+    pub(crate) path: PathBuf,
+    pub(crate) module: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -252,7 +252,7 @@ fn path_attributes(source: &str) -> Vec<String> {
 }
 
 /// Every file of the crate reached from `src/lib.rs`, with its module path.
-pub fn crate_files(src: &Path) -> Vec<SourceFile> {
+pub(crate) fn crate_files(src: &Path) -> Vec<SourceFile> {
     let mut files = Vec::new();
     let mut pending = vec![(src.join("lib.rs"), Vec::<String>::new())];
     while let Some((path, module)) = pending.pop() {
@@ -285,7 +285,7 @@ pub fn crate_files(src: &Path) -> Vec<SourceFile> {
 }
 
 /// Every module reference in `file`, resolved.
-pub fn references(file: &SourceFile) -> Vec<Reference> {
+pub(crate) fn references(file: &SourceFile) -> Vec<Reference> {
     let source = std::fs::read_to_string(&file.path).unwrap();
     let tokens = tokenize(&source);
     let mut refs = Vec::new();

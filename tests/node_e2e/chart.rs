@@ -17,13 +17,13 @@ const MANAGER: &str = "keymount-node-test";
 
 /// The chart's cluster-wide objects (CSIDriver, ClusterRoles, CRDs) exist once: tests that
 /// install it hold this for their whole run.
-pub static CHART: Mutex<()> = Mutex::const_new(());
+pub(crate) static CHART: Mutex<()> = Mutex::const_new(());
 
 /// The DaemonSet pods' label.
 const DS_LABEL: &str = "app.kubernetes.io/name=keymount";
 
 /// Server-side applies `obj` through discovery of its kind.
-pub async fn apply(client: &kube::Client, obj: &Value) {
+pub(crate) async fn apply(client: &kube::Client, obj: &Value) {
     support::kube::apply_object(client, obj, MANAGER)
         .await
         .unwrap_or_else(|e| panic!("apply {} {}: {e}", obj["kind"], obj["metadata"]["name"]));
@@ -31,7 +31,7 @@ pub async fn apply(client: &kube::Client, obj: &Value) {
 
 /// A pod of the test box running as ServiceAccount `sa`, with one inline volume of `class`
 /// mounted at /mnt/secrets.
-pub fn volume_pod(node: &TestNode, ns: &str, name: &str, sa: &str, class: &str) -> Value {
+pub(crate) fn volume_pod(node: &TestNode, ns: &str, name: &str, sa: &str, class: &str) -> Value {
     node.pod(
         ns,
         name,
@@ -52,7 +52,7 @@ pub fn volume_pod(node: &TestNode, ns: &str, name: &str, sa: &str, class: &str) 
 /// API server on the loopback (no kube-proxy: the `kubernetes` Service's IP leads nowhere) with
 /// a projected ServiceAccount token (the bed runs no ServiceAccount admission), OpenBao on the
 /// loopback.
-pub fn node_values(node: &TestNode, kube: &TestKube) -> Value {
+pub(crate) fn node_values(node: &TestNode, kube: &TestKube) -> Value {
     let (repository, tag) = node.keymount_image().rsplit_once(':').unwrap();
     let port = kube.api_url().rsplit(':').next().unwrap().to_string();
     json!({
@@ -86,13 +86,13 @@ pub fn node_values(node: &TestNode, kube: &TestKube) -> Value {
 }
 
 /// The host directory of provider plugin sockets the chart mounts into keymount's container.
-pub fn providers_dir(node: &TestNode) -> std::path::PathBuf {
+pub(crate) fn providers_dir(node: &TestNode) -> std::path::PathBuf {
     node.dir.join("providers")
 }
 
 /// Renders the chart (Helm SDK) with `values` into `ns`, applies every object, and waits for
 /// the DaemonSet's pod on the node to be Running and ready. Returns the pod's name.
-pub async fn install_chart(
+pub(crate) async fn install_chart(
     node: &TestNode,
     client: &kube::Client,
     ns: &str,
@@ -129,7 +129,11 @@ pub async fn install_chart(
 }
 
 /// The ready DaemonSet pod in `ns` other than `not`, if any.
-pub async fn ready_ds_pod(client: &kube::Client, ns: &str, not: Option<&str>) -> Option<Pod> {
+pub(crate) async fn ready_ds_pod(
+    client: &kube::Client,
+    ns: &str,
+    not: Option<&str>,
+) -> Option<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(DS_LABEL))
@@ -147,7 +151,7 @@ pub async fn ready_ds_pod(client: &kube::Client, ns: &str, not: Option<&str>) ->
 }
 
 /// Waits up to `timeout` for a ready DaemonSet pod in `ns` other than `not`; its name.
-pub async fn wait_ds_pod(
+pub(crate) async fn wait_ds_pod(
     client: &kube::Client,
     ns: &str,
     not: Option<&str>,
@@ -167,7 +171,7 @@ pub async fn wait_ds_pod(
 
 /// Kills keymount's DaemonSet pod `name` at once (grace period 0), as a node losing the
 /// container would.
-pub async fn kill_ds_pod(client: &kube::Client, ns: &str, name: &str) {
+pub(crate) async fn kill_ds_pod(client: &kube::Client, ns: &str, name: &str) {
     let now = DeleteParams {
         grace_period_seconds: Some(0),
         ..DeleteParams::default()
@@ -179,7 +183,7 @@ pub async fn kill_ds_pod(client: &kube::Client, ns: &str, name: &str) {
 }
 
 /// Deletes what the chart installed in `ns` (the DaemonSet first) and its cluster-wide objects.
-pub async fn uninstall(client: &kube::Client, ns: &str) {
+pub(crate) async fn uninstall(client: &kube::Client, ns: &str) {
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::storage::v1::CSIDriver;
     let dp = DeleteParams::foreground();
@@ -194,7 +198,7 @@ pub async fn uninstall(client: &kube::Client, ns: &str) {
 
 /// Mount table entries below kubelet's pods dir on the host (the volumes keymount published),
 /// one per mount: a mount point mounted twice is listed twice.
-pub fn pod_mounts(node: &TestNode) -> Vec<String> {
+pub(crate) fn pod_mounts(node: &TestNode) -> Vec<String> {
     let prefix = format!("{}/", node.root_dir.join("pods").display());
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -206,7 +210,7 @@ pub fn pod_mounts(node: &TestNode) -> Vec<String> {
 }
 
 /// The mount entries of one pod's CSI volumes.
-pub fn mounts_of(node: &TestNode, pod_uid: &str) -> Vec<String> {
+pub(crate) fn mounts_of(node: &TestNode, pod_uid: &str) -> Vec<String> {
     let dir = format!("/pods/{pod_uid}/");
     pod_mounts(node)
         .into_iter()
@@ -216,7 +220,7 @@ pub fn mounts_of(node: &TestNode, pod_uid: &str) -> Vec<String> {
 
 /// Resident memory (KiB) of the keymount process serving this node (its command line names
 /// the node's kubelet root dir), from /proc.
-pub fn keymount_rss_kib(node: &TestNode) -> Option<u64> {
+pub(crate) fn keymount_rss_kib(node: &TestNode) -> Option<u64> {
     let root = node.root_dir.display().to_string();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -238,7 +242,7 @@ pub fn keymount_rss_kib(node: &TestNode) -> Option<u64> {
 
 /// Polls `kubectl exec` of `cmd` until its output is `want` (trimmed) or `timeout` passes;
 /// returns the last output.
-pub async fn exec_until(
+pub(crate) async fn exec_until(
     node: &TestNode,
     ns: &str,
     pod: &str,
@@ -258,7 +262,7 @@ pub async fn exec_until(
 
 /// Waits up to `timeout` for an event of `reason` about object `name` in `ns` whose message
 /// satisfies `matches`; its message.
-pub async fn wait_event(
+pub(crate) async fn wait_event(
     client: &kube::Client,
     ns: &str,
     name: &str,
@@ -284,6 +288,6 @@ pub async fn wait_event(
 }
 
 /// The logs of keymount's pod (last lines), for failure messages.
-pub fn keymount_log(node: &TestNode, ns: &str, pod: &str) -> String {
+pub(crate) fn keymount_log(node: &TestNode, ns: &str, pod: &str) -> String {
     node.kubectl_text(&["logs", "-n", ns, pod, "--tail=40"])
 }

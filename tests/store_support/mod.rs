@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// One answer.
 #[derive(Debug, Clone)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A status and a body (sent with its length).
     Body(u16, String),
     /// A 200 whose body (no length, ended by closing) streams this many bytes of JSON-ish
@@ -26,8 +26,8 @@ pub enum Answer {
 type Handler = dyn Fn(&str, &str, usize) -> Answer + Send + Sync;
 
 /// A running store on 127.0.0.1; stops when dropped.
-pub struct Store {
-    pub addr: String,
+pub(crate) struct Store {
+    pub(crate) addr: String,
     sent: Arc<AtomicU64>,
     requests: Arc<Mutex<HashMap<String, usize>>>,
     task: tokio::task::JoinHandle<()>,
@@ -41,7 +41,7 @@ impl Drop for Store {
 
 impl Store {
     /// Serves `handler(method, path, nth)`, where `nth` counts earlier requests of that path.
-    pub async fn start(
+    pub(crate) async fn start(
         handler: impl Fn(&str, &str, usize) -> Answer + Send + Sync + 'static,
     ) -> Store {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,12 +70,12 @@ impl Store {
     }
 
     /// Body bytes written to clients so far.
-    pub fn sent_bytes(&self) -> u64 {
+    pub(crate) fn sent_bytes(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
     }
 
     /// Requests of `path` so far.
-    pub fn requests(&self, path: &str) -> usize {
+    pub(crate) fn requests(&self, path: &str) -> usize {
         self.requests
             .lock()
             .unwrap()
@@ -153,7 +153,7 @@ async fn serve(
 }
 
 /// A Vault login answer with a token.
-pub fn login_ok() -> Answer {
+pub(crate) fn login_ok() -> Answer {
     Answer::Body(
         200,
         r#"{"auth":{"client_token":"hvs.fake-store-token","lease_duration":3600}}"#.into(),
@@ -161,7 +161,7 @@ pub fn login_ok() -> Answer {
 }
 
 /// A JWT whose claims name ServiceAccount `ns/sa` (unsigned: the fake store does not check).
-pub fn unsigned_jwt(ns: &str, sa: &str) -> String {
+pub(crate) fn unsigned_jwt(ns: &str, sa: &str) -> String {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let claims = format!(

@@ -26,11 +26,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use super::proc::{install_crypto_provider, repo_root, wait_until};
 
 /// Field manager used for server-side apply by the harness.
-pub const FIELD_MANAGER: &str = "keymount-testbed";
+pub(crate) const FIELD_MANAGER: &str = "keymount-testbed";
 
 /// Handle on the shared test API server. Cheap to share; make a client per test with `client()`.
 #[derive(Debug)]
-pub struct TestKube {
+pub(crate) struct TestKube {
     kubeconfig: PathBuf,
     dir: PathBuf,
     config: kube::Config,
@@ -43,7 +43,7 @@ static REVIEWER_TOKEN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::co
 
 impl TestKube {
     /// The shared instance (started on first use if the test runner did not start one).
-    pub fn get() -> &'static TestKube {
+    pub(crate) fn get() -> &'static TestKube {
         KUBE.get_or_init(|| {
             let (kubeconfig, dir) = match std::env::var_os("KEYMOUNT_TEST_KUBECONFIG") {
                 Some(path) => {
@@ -100,14 +100,14 @@ impl TestKube {
     }
 
     /// A new client (make one per test: a client is bound to the tokio runtime that made it).
-    pub fn client(&self) -> kube::Client {
+    pub(crate) fn client(&self) -> kube::Client {
         install_crypto_provider();
         kube::Client::try_from(self.config.clone()).expect("kube client from test kubeconfig")
     }
 
     /// A client that impersonates `user` (e.g. `system:serviceaccount:NS:NAME`): requests are
     /// authorized by RBAC as that user.
-    pub fn client_as(&self, user: &str) -> kube::Client {
+    pub(crate) fn client_as(&self, user: &str) -> kube::Client {
         install_crypto_provider();
         let mut config = self.config.clone();
         config.auth_info.impersonate = Some(user.into());
@@ -116,7 +116,7 @@ impl TestKube {
 
     /// Installs keymount's SecretProviderClass and SecretProviderClassPodStatus CRDs from the
     /// checked-in `deploy/crds.yaml` (the output of `keymount crd`).
-    pub async fn install_keymount_crds(&self) {
+    pub(crate) async fn install_keymount_crds(&self) {
         let path = repo_root().join("deploy/crds.yaml");
         let yaml = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -124,38 +124,38 @@ impl TestKube {
     }
 
     /// The admin kubeconfig (system:masters).
-    pub fn kubeconfig_path(&self) -> &Path {
+    pub(crate) fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
     /// The directory holding the instance's certs, logs and pid files.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// `https://127.0.0.1:PORT`, without a trailing slash.
-    pub fn api_url(&self) -> &str {
+    pub(crate) fn api_url(&self) -> &str {
         &self.api_url
     }
 
     /// PEM of the CA that signed the API server's serving certificate.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
 
     /// PEM of the public key that verifies ServiceAccount tokens (for `auth/jwt`).
-    pub fn sa_public_key_pem(&self) -> String {
+    pub(crate) fn sa_public_key_pem(&self) -> String {
         let path = self.dir.join("pki/sa.pub");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
     /// The issuer of ServiceAccount tokens.
-    pub fn issuer(&self) -> &'static str {
+    pub(crate) fn issuer(&self) -> &'static str {
         "https://kubernetes.default.svc"
     }
 
     /// Creates a fresh namespace `PREFIX-<unique>` and returns its name.
-    pub async fn namespace(&self, prefix: &str) -> String {
+    pub(crate) async fn namespace(&self, prefix: &str) -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
@@ -185,7 +185,7 @@ impl TestKube {
     }
 
     /// Creates a ServiceAccount with the given annotations.
-    pub async fn create_service_account(
+    pub(crate) async fn create_service_account(
         &self,
         ns: &str,
         name: &str,
@@ -213,7 +213,7 @@ impl TestKube {
 
     /// Creates a bare Pod running as `sa` (no kubelet: it only exists in the API). Its UID is
     /// in `metadata.uid`.
-    pub async fn create_pod(&self, ns: &str, name: &str, sa: &str) -> Pod {
+    pub(crate) async fn create_pod(&self, ns: &str, name: &str, sa: &str) -> Pod {
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -240,7 +240,7 @@ impl TestKube {
 
     /// A ServiceAccount token from the TokenRequest API, for `audiences` (empty: the API
     /// server's own audience), optionally bound to a pod given as (name, uid). Valid 1 hour.
-    pub async fn request_token(
+    pub(crate) async fn request_token(
         &self,
         ns: &str,
         sa: &str,
@@ -274,7 +274,7 @@ impl TestKube {
     }
 
     /// Runs a TokenReview of `token` for `audiences` (empty: the API server's own audience).
-    pub async fn token_review(&self, token: &str, audiences: &[&str]) -> TokenReviewStatus {
+    pub(crate) async fn token_review(&self, token: &str, audiences: &[&str]) -> TokenReviewStatus {
         let review = TokenReview {
             metadata: ObjectMeta::default(),
             spec: TokenReviewSpec {
@@ -294,7 +294,7 @@ impl TestKube {
 
     /// Applies every CustomResourceDefinition in `yaml` (multi-document allowed) by server-side
     /// apply and waits until each is Established.
-    pub async fn install_crds(&self, yaml: &str) {
+    pub(crate) async fn install_crds(&self, yaml: &str) {
         let api = Api::<CustomResourceDefinition>::all(self.client());
         let mut names = Vec::new();
         for doc in yaml
@@ -341,7 +341,7 @@ impl TestKube {
 
     /// A token of ServiceAccount `keymount-testbed/token-reviewer`, bound to ClusterRole
     /// `system:auth-delegator`: what OpenBao's `auth/kubernetes` uses for TokenReview.
-    pub async fn reviewer_token(&self) -> String {
+    pub(crate) async fn reviewer_token(&self) -> String {
         REVIEWER_TOKEN
             .get_or_init(|| async {
                 let client = self.client();
@@ -434,7 +434,7 @@ fn start_private_instance() -> (PathBuf, PathBuf) {
 
 /// Server-side applies `obj` (any kind, found through discovery) as field manager `manager`,
 /// forcing conflicts; returns the server's object.
-pub async fn apply_object(
+pub(crate) async fn apply_object(
     client: &kube::Client,
     obj: &serde_json::Value,
     manager: &str,

@@ -4,10 +4,10 @@
 //! helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-pub mod kube;
-pub mod moto;
-pub mod mount_input;
-pub mod node;
-pub mod openbao;
-pub mod postgres;
-pub mod proc;
+pub(crate) mod kube;
+pub(crate) mod moto;
+pub(crate) mod mount_input;
+pub(crate) mod node;
+pub(crate) mod openbao;
+pub(crate) mod postgres;
+pub(crate) mod proc;

@@ -9,13 +9,13 @@ use aws_types::sdk_config::SharedCredentialsProvider;
 
 use super::proc::{KillOnDrop, find_exe, free_port, install_crypto_provider, tail, wait_until};
 
-pub const REGION: &str = "us-east-1";
-pub const ACCESS_KEY_ID: &str = "testing";
-pub const SECRET_ACCESS_KEY: &str = "testing";
+pub(crate) const REGION: &str = "us-east-1";
+pub(crate) const ACCESS_KEY_ID: &str = "testing";
+pub(crate) const SECRET_ACCESS_KEY: &str = "testing";
 
 /// A running moto server; stopped (SIGKILL + reap) on drop.
 #[derive(Debug)]
-pub struct Moto {
+pub(crate) struct Moto {
     process: KillOnDrop,
     endpoint: String,
     log: PathBuf,
@@ -24,7 +24,7 @@ pub struct Moto {
 
 impl Moto {
     /// Starts `moto_server -H 127.0.0.1 -p <free port>` and waits until it answers.
-    pub async fn start() -> Moto {
+    pub(crate) async fn start() -> Moto {
         install_crypto_provider();
         let exe = find_exe("moto_server");
         let dir = tempfile::Builder::new()
@@ -74,20 +74,20 @@ impl Moto {
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
-    pub fn log_path(&self) -> &Path {
+    pub(crate) fn log_path(&self) -> &Path {
         &self.log
     }
 
     /// Static test credentials (moto accepts any).
-    pub fn credentials() -> Credentials {
+    pub(crate) fn credentials() -> Credentials {
         Credentials::new(
             ACCESS_KEY_ID,
             SECRET_ACCESS_KEY,
@@ -98,7 +98,7 @@ impl Moto {
     }
 
     /// An AWS SDK HTTP client using rustls with ring (plain HTTP is all moto needs).
-    pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+    pub(crate) fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
         use aws_smithy_http_client::tls;
         aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
@@ -108,7 +108,7 @@ impl Moto {
     }
 
     /// The SDK configuration of a client of this moto: region us-east-1, static credentials.
-    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+    pub(crate) fn sdk_config(&self) -> aws_types::SdkConfig {
         aws_types::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -119,7 +119,7 @@ impl Moto {
     }
 
     /// A Secrets Manager client pointed at this moto.
-    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+    pub(crate) fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk_config())
     }
 }

@@ -8,7 +8,7 @@ use keymount::provider::{MountInput, MountOutput, ServiceAccountTokens};
 use keymount::redact::Redacted;
 
 /// A mount input as publish builds it: class parameters plus the pod's volume context.
-pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
+pub(crate) fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> MountInput {
     let mut attributes: BTreeMap<String, String> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -37,7 +37,7 @@ pub fn input(ns: &str, sa: &str, tokens: &str, params: &[(&str, &str)]) -> Mount
 }
 
 /// The bytes of file `name` in `output`.
-pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
+pub(crate) fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
     output
         .files
         .iter()
@@ -54,11 +54,11 @@ pub fn bytes(output: &MountOutput, name: &str) -> Vec<u8> {
 }
 
 /// The text of file `name` in `output`.
-pub fn text(output: &MountOutput, name: &str) -> String {
+pub(crate) fn text(output: &MountOutput, name: &str) -> String {
     String::from_utf8(bytes(output, name)).unwrap()
 }
 
 /// The mode of file `name` in `output`.
-pub fn mode(output: &MountOutput, name: &str) -> u32 {
+pub(crate) fn mode(output: &MountOutput, name: &str) -> u32 {
     output.files.iter().find(|f| f.path == name).unwrap().mode
 }

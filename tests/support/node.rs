@@ -21,22 +21,22 @@ use super::kube::TestKube;
 use super::proc::{repo_root, wait_until};
 
 /// The node's taint; pods that may run on the test node tolerate it.
-pub const TAINT: &str = "keymount.dev/test-node";
+pub(crate) const TAINT: &str = "keymount.dev/test-node";
 
 /// Handle on the test node (shared by the tests of a binary).
 #[derive(Debug)]
-pub struct TestNode {
+pub(crate) struct TestNode {
     /// Node name (`localhost`).
-    pub name: String,
+    pub(crate) name: String,
     /// `DIR/node`: logs, configs, pid files.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// kubelet's `--root-dir` (the chart's `linux.kubeletRootDir`).
-    pub root_dir: PathBuf,
+    pub(crate) root_dir: PathBuf,
     /// containerd's socket.
-    pub containerd: PathBuf,
+    pub(crate) containerd: PathBuf,
     keymount_image: Option<String>,
     /// Image reference of the test box (busybox shell; default command sleeps).
-    pub testbox_image: String,
+    pub(crate) testbox_image: String,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
 }
@@ -58,7 +58,7 @@ fn stderr_line(msg: &str) {
 impl TestNode {
     /// The node (started on first use). Panics with the reason when it cannot start, e.g.
     /// containerd or the kubelet build missing: node tests never skip silently.
-    pub fn get() -> &'static TestNode {
+    pub(crate) fn get() -> &'static TestNode {
         NODE.get_or_init(|| {
             let kube = TestKube::get();
             let root = repo_root();
@@ -139,7 +139,7 @@ impl TestNode {
     }
 
     /// Image reference of keymount's image (imported; use `imagePullPolicy: Never`).
-    pub fn keymount_image(&self) -> &str {
+    pub(crate) fn keymount_image(&self) -> &str {
         self.keymount_image.as_deref().expect(
             "keymount's image was not built: KEYMOUNT_TEST_IMAGES has no keymount entry \
              (run scripts/image, or unset KEYMOUNT_TEST_IMAGES)",
@@ -147,7 +147,7 @@ impl TestNode {
     }
 
     /// `kubectl --kubeconfig=<admin> ARGS` (a kubectl of the machine's Cloud SDK or PATH).
-    pub fn kubectl(&self, args: &[&str]) -> Output {
+    pub(crate) fn kubectl(&self, args: &[&str]) -> Output {
         Command::new(&self.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
@@ -156,7 +156,7 @@ impl TestNode {
     }
 
     /// `kubectl ARGS`: stdout and stderr as text (for failure messages).
-    pub fn kubectl_text(&self, args: &[&str]) -> String {
+    pub(crate) fn kubectl_text(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
         format!(
             "{}{}",
@@ -167,7 +167,7 @@ impl TestNode {
 
     /// Restarts the node's kubelet (`scripts/testbed/node-restart-kubelet.sh`): pods,
     /// containers and mounts stay; returns once its healthz answers again.
-    pub fn restart_kubelet(&self) {
+    pub(crate) fn restart_kubelet(&self) {
         let kube_dir = self.dir.parent().expect("DIR/node");
         let out = Command::new(repo_root().join("scripts/testbed/node-restart-kubelet.sh"))
             .arg(kube_dir)
@@ -184,7 +184,7 @@ impl TestNode {
 
     /// Tags image `from` as `to` in the node's containerd (a new image reference for the same
     /// content, as a registry tag would be).
-    pub fn tag_image(&self, from: &str, to: &str) {
+    pub(crate) fn tag_image(&self, from: &str, to: &str) {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&self.containerd)
@@ -199,7 +199,7 @@ impl TestNode {
     }
 
     /// `kubectl exec` of `cmd` in `pod`'s first container; its stdout, or an error with stderr.
-    pub fn exec(&self, ns: &str, pod: &str, cmd: &[&str]) -> Result<String, String> {
+    pub(crate) fn exec(&self, ns: &str, pod: &str, cmd: &[&str]) -> Result<String, String> {
         let mut args = vec!["exec", "-n", ns, pod, "--"];
         args.extend_from_slice(cmd);
         let out = self.kubectl(&args);
@@ -217,7 +217,7 @@ impl TestNode {
     /// A hostNetwork pod of the test box on this node (tolerating its taint): the default
     /// command sleeps. `spec` is merged over the generated spec (its `containers[0]` over the
     /// generated container).
-    pub fn pod(&self, ns: &str, name: &str, spec: Value) -> Value {
+    pub(crate) fn pod(&self, ns: &str, name: &str, spec: Value) -> Value {
         let mut container = json!({
             "name": "app",
             "image": self.testbox_image,
@@ -251,7 +251,12 @@ impl TestNode {
     }
 
     /// Creates `pod` and waits until it is Running (or panics with its status and events).
-    pub async fn run_pod(&self, client: &kube::Client, pod: &Value, timeout: Duration) -> Pod {
+    pub(crate) async fn run_pod(
+        &self,
+        client: &kube::Client,
+        pod: &Value,
+        timeout: Duration,
+    ) -> Pod {
         let ns = pod["metadata"]["namespace"].as_str().unwrap().to_string();
         let name = pod["metadata"]["name"].as_str().unwrap().to_string();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -263,7 +268,7 @@ impl TestNode {
     }
 
     /// Waits until pod `ns/name` is Running with every container ready to be exec'd into.
-    pub async fn wait_running(
+    pub(crate) async fn wait_running(
         &self,
         client: &kube::Client,
         ns: &str,
@@ -300,7 +305,13 @@ impl TestNode {
 
     /// Deletes pod `ns/name` and waits until it is gone (kubelet tore it down). kubelet 1.20
     /// may confirm the deletion only at its next pod sync, a minute after the containers died.
-    pub async fn delete_pod(&self, client: &kube::Client, ns: &str, name: &str, timeout: Duration) {
+    pub(crate) async fn delete_pod(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+    ) {
         let api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let _ = api.delete(name, &DeleteParams::default()).await;
         let gone = wait_until(timeout, || {
@@ -316,12 +327,12 @@ impl TestNode {
     }
 
     /// `kubectl describe pod` (status and events), for failure messages.
-    pub fn describe(&self, ns: &str, name: &str) -> String {
+    pub(crate) fn describe(&self, ns: &str, name: &str) -> String {
         self.kubectl_text(&["describe", "pod", "-n", ns, name])
     }
 
     /// The last lines of one of the node's logs (`kubelet`, `containerd`, `kube-scheduler`).
-    pub fn log_tail(&self, which: &str, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, which: &str, lines: usize) -> String {
         super::proc::tail(&self.dir.join(format!("{which}.log")), lines)
     }
 }
@@ -416,7 +427,7 @@ fn find_kubectl() -> PathBuf {
 }
 
 /// Merges `patch` into `base` (objects key by key, anything else replaced).
-pub fn merge(base: &mut Value, patch: Value) {
+pub(crate) fn merge(base: &mut Value, patch: Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {

@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use super::kube::TestKube;
 use super::proc::{KillOnDrop, find_exe, free_port, install_crypto_provider, tail, wait_until};
 
-pub const ROOT_TOKEN: &str = "root";
+pub(crate) const ROOT_TOKEN: &str = "root";
 
 /// A running OpenBao dev server; stopped (SIGKILL + reap) on drop.
 #[derive(Debug)]
-pub struct OpenBao {
+pub(crate) struct OpenBao {
     process: KillOnDrop,
     addr: String,
     ca_cert: Option<PathBuf>,
@@ -31,12 +31,12 @@ pub struct OpenBao {
 
 impl OpenBao {
     /// Plain HTTP on a free 127.0.0.1 port.
-    pub async fn start() -> OpenBao {
+    pub(crate) async fn start() -> OpenBao {
         Self::launch(false).await
     }
 
     /// HTTPS (`-dev-tls`); the CA that signed its certificate is at `ca_cert_path()`.
-    pub async fn start_tls() -> OpenBao {
+    pub(crate) async fn start_tls() -> OpenBao {
         Self::launch(true).await
     }
 
@@ -128,36 +128,36 @@ impl OpenBao {
     }
 
     /// `http://127.0.0.1:PORT` (or https for `start_tls`), without a trailing slash.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
-    pub fn root_token(&self) -> &'static str {
+    pub(crate) fn root_token(&self) -> &'static str {
         ROOT_TOKEN
     }
 
     /// The CA certificate (PEM file) of a `start_tls()` server.
-    pub fn ca_cert_path(&self) -> Option<&Path> {
+    pub(crate) fn ca_cert_path(&self) -> Option<&Path> {
         self.ca_cert.as_deref()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
     /// The server's own log (stdout).
-    pub fn log_path(&self) -> &Path {
+    pub(crate) fn log_path(&self) -> &Path {
         &self.log
     }
 
     /// An HTTP client that trusts this server's CA.
-    pub fn http(&self) -> reqwest::Client {
+    pub(crate) fn http(&self) -> reqwest::Client {
         self.http.clone()
     }
 
     /// A raw request: `method` may be any verb incl. `LIST`; `body` `Value::Null` sends none.
     /// Returns the status and the JSON body (`Value::Null` if empty or not JSON).
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         path: &str,
@@ -183,7 +183,7 @@ impl OpenBao {
     }
 
     /// A request with the root token; panics (with the server's errors) unless 2xx.
-    pub async fn api(&self, method: &str, path: &str, body: Value) -> Value {
+    pub(crate) async fn api(&self, method: &str, path: &str, body: Value) -> Value {
         let (status, value) = self.request(method, path, body, Some(ROOT_TOKEN)).await;
         assert!(
             status.is_success(),
@@ -193,7 +193,7 @@ impl OpenBao {
     }
 
     /// Mounts a KV version 2 engine at `mount` (`secret/` already exists in dev mode).
-    pub async fn enable_kv2(&self, mount: &str) {
+    pub(crate) async fn enable_kv2(&self, mount: &str) {
         self.api(
             "POST",
             &format!("sys/mounts/{mount}"),
@@ -203,7 +203,7 @@ impl OpenBao {
     }
 
     /// Mounts a KV version 1 engine at `mount`.
-    pub async fn enable_kv1(&self, mount: &str) {
+    pub(crate) async fn enable_kv1(&self, mount: &str) {
         self.api(
             "POST",
             &format!("sys/mounts/{mount}"),
@@ -213,7 +213,7 @@ impl OpenBao {
     }
 
     /// Writes `data` (a JSON object) at `path` of KV v2 mount `mount`; returns the new version.
-    pub async fn kv2_put(&self, mount: &str, path: &str, data: Value) -> u64 {
+    pub(crate) async fn kv2_put(&self, mount: &str, path: &str, data: Value) -> u64 {
         let resp = self
             .api(
                 "POST",
@@ -227,12 +227,12 @@ impl OpenBao {
     }
 
     /// Writes `data` (a JSON object) at `path` of KV v1 mount `mount`.
-    pub async fn kv1_put(&self, mount: &str, path: &str, data: Value) {
+    pub(crate) async fn kv1_put(&self, mount: &str, path: &str, data: Value) {
         self.api("POST", &format!("{mount}/{path}"), data).await;
     }
 
     /// Creates or replaces ACL policy `name` from HCL text.
-    pub async fn put_policy(&self, name: &str, hcl: &str) {
+    pub(crate) async fn put_policy(&self, name: &str, hcl: &str) {
         self.api(
             "PUT",
             &format!("sys/policies/acl/{name}"),
@@ -243,7 +243,7 @@ impl OpenBao {
 
     /// Enables `auth/kubernetes` at `mount` (e.g. "kubernetes") and points it at the test
     /// API server, with the test bed's TokenReview token.
-    pub async fn enable_kubernetes_auth(&self, mount: &str, kube: &TestKube) {
+    pub(crate) async fn enable_kubernetes_auth(&self, mount: &str, kube: &TestKube) {
         self.api(
             "POST",
             &format!("sys/auth/{mount}"),
@@ -266,7 +266,7 @@ impl OpenBao {
 
     /// A role of `auth/<mount>` for ServiceAccounts `sa_names` in `namespaces`, granting
     /// `policies`; `audience` (if any) is what the login token must be issued for.
-    pub async fn kubernetes_role(
+    pub(crate) async fn kubernetes_role(
         &self,
         mount: &str,
         role: &str,
@@ -289,7 +289,7 @@ impl OpenBao {
     }
 
     /// Enables `auth/jwt` at `mount`, validating JWTs offline with `pubkeys_pem`.
-    pub async fn enable_jwt_auth(&self, mount: &str, pubkeys_pem: &[&str]) {
+    pub(crate) async fn enable_jwt_auth(&self, mount: &str, pubkeys_pem: &[&str]) {
         self.api("POST", &format!("sys/auth/{mount}"), json!({"type": "jwt"}))
             .await;
         self.api(
@@ -301,7 +301,7 @@ impl OpenBao {
     }
 
     /// A `jwt` role of `auth/<mount>`: audiences and subject that must match, `sub` as user.
-    pub async fn jwt_role(
+    pub(crate) async fn jwt_role(
         &self,
         mount: &str,
         role: &str,
@@ -325,12 +325,12 @@ impl OpenBao {
     }
 
     /// The file audit log (JSON lines, raw: secrets and tokens appear as they are).
-    pub fn audit_log_path(&self) -> &Path {
+    pub(crate) fn audit_log_path(&self) -> &Path {
         &self.audit_log
     }
 
     /// Audit entries of type "request" so far, as (operation, path) pairs.
-    pub fn audited_requests(&self) -> Vec<(String, String)> {
+    pub(crate) fn audited_requests(&self) -> Vec<(String, String)> {
         std::fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
             .lines()
@@ -351,7 +351,7 @@ impl OpenBao {
     }
 
     /// How many requests reached `path` (e.g. "auth/kubernetes/login", "secret/data/app").
-    pub fn count_requests(&self, path: &str) -> usize {
+    pub(crate) fn count_requests(&self, path: &str) -> usize {
         self.audited_requests()
             .iter()
             .filter(|(_, p)| p == path)
@@ -359,7 +359,7 @@ impl OpenBao {
     }
 
     /// How many `operation` ("read", "update", "create", "list", ...) requests reached `path`.
-    pub fn count_requests_op(&self, operation: &str, path: &str) -> usize {
+    pub(crate) fn count_requests_op(&self, operation: &str, path: &str) -> usize {
         self.audited_requests()
             .iter()
             .filter(|(o, p)| o == operation && p == path)
@@ -367,13 +367,13 @@ impl OpenBao {
     }
 
     /// Logins at `auth/<mount>/login`.
-    pub fn count_logins(&self, mount: &str) -> usize {
+    pub(crate) fn count_logins(&self, mount: &str) -> usize {
         self.count_requests(&format!("auth/{mount}/login"))
     }
 
     /// Every client token this server issued at a login (`auth/<mount>/login`) so far, from
     /// the audit log.
-    pub fn client_tokens(&self) -> Vec<String> {
+    pub(crate) fn client_tokens(&self) -> Vec<String> {
         let mut tokens: Vec<String> = std::fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
             .lines()

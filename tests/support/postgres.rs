@@ -11,9 +11,9 @@ use super::proc::{KillOnDrop, free_port, tail, wait_until};
 
 /// A running server; `admin` is its superuser.
 #[derive(Debug)]
-pub struct Postgres {
+pub(crate) struct Postgres {
     _process: KillOnDrop,
-    pub port: u16,
+    pub(crate) port: u16,
     bin: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -52,7 +52,7 @@ fn postgres_ids() -> (u32, u32) {
 }
 
 impl Postgres {
-    pub async fn start() -> Postgres {
+    pub(crate) async fn start() -> Postgres {
         let bin = bin_dir();
         let (uid, gid) = postgres_ids();
         let dir = tempfile::Builder::new()
@@ -121,7 +121,7 @@ impl Postgres {
     }
 
     /// The URL template OpenBao's postgresql plugin connects with.
-    pub fn connection_url(&self) -> String {
+    pub(crate) fn connection_url(&self) -> String {
         format!(
             "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
             self.port
@@ -129,7 +129,7 @@ impl Postgres {
     }
 
     /// Output of one SQL query run with psql as `admin`.
-    pub fn query(&self, sql: &str) -> String {
+    pub(crate) fn query(&self, sql: &str) -> String {
         let out = Command::new(self.psql())
             .args([
                 "-h",

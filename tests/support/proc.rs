@@ -6,19 +6,19 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
 
 /// The repository root (where Cargo.toml lives).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Finds an executable on PATH, in the Python interpreter's bin dir, the pip user bin dir
 /// (`~/.local/bin`) or any pyenv version's bin dir. Panics naming `scripts/deps.sh` if absent.
-pub fn find_exe(name: &str) -> PathBuf {
+pub(crate) fn find_exe(name: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
@@ -54,18 +54,18 @@ fn is_executable(path: &Path) -> bool {
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
-pub struct KillOnDrop {
-    pub child: Child,
-    pub name: &'static str,
+pub(crate) struct KillOnDrop {
+    pub(crate) child: Child,
+    pub(crate) name: &'static str,
 }
 
 impl KillOnDrop {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Panics with the log tail if the process has already exited.
-    pub fn assert_running(&mut self, log: &Path) {
+    pub(crate) fn assert_running(&mut self, log: &Path) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!(
                 "{} exited early ({status}); log {}:\n{}",
@@ -85,14 +85,14 @@ impl Drop for KillOnDrop {
 }
 
 /// The last `lines` lines of a text file (empty if unreadable).
-pub fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub(crate) async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -110,13 +110,13 @@ where
 }
 
 /// Installs ring as the process-wide rustls crypto provider (idempotent).
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Kibibytes of memory field `field` (`VmRSS`, `VmHWM`) of the process whose `/proc` directory
 /// is `proc_dir` (`/proc/<pid>`).
-pub fn status_kib(proc_dir: &Path, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(proc_dir: &Path, field: &str) -> Option<u64> {
     std::fs::read_to_string(proc_dir.join("status"))
         .ok()?
         .lines()
@@ -125,7 +125,7 @@ pub fn status_kib(proc_dir: &Path, field: &str) -> Option<u64> {
 }
 
 /// [`status_kib`] of process `pid`, which must be running.
-pub fn memory_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn memory_kib(pid: u32, field: &str) -> u64 {
     status_kib(Path::new(&format!("/proc/{pid}")), field)
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

@@ -27,7 +27,7 @@ static CRDS: OnceCell<()> = OnceCell::const_new();
 
 /// SecretProviderClass (from the Rust type) and SecretProviderClassPodStatus (status only,
 /// as upstream) CRDs, installed once per test binary.
-pub async fn install_crds(kube: &TestKube) {
+pub(crate) async fn install_crds(kube: &TestKube) {
     CRDS.get_or_init(|| async {
         let spc = serde_json::to_string(&SecretProviderClass::crd()).unwrap();
         let spcps = json!({
@@ -50,9 +50,9 @@ pub async fn install_crds(kube: &TestKube) {
 
 /// A pod that exists in the API (no kubelet runs it).
 #[derive(Debug, Clone)]
-pub struct PodInfo {
-    pub name: String,
-    pub uid: String,
+pub(crate) struct PodInfo {
+    pub(crate) name: String,
+    pub(crate) uid: String,
 }
 
 impl From<&Pod> for PodInfo {
@@ -65,13 +65,13 @@ impl From<&Pod> for PodInfo {
 }
 
 /// A namespace, OpenBao and a work dir for one test.
-pub struct Bed {
-    pub kube: &'static TestKube,
-    pub client: kube::Client,
-    pub ns: String,
-    pub bao: OpenBao,
-    pub signer: Signer,
-    pub work: tempfile::TempDir,
+pub(crate) struct Bed {
+    pub(crate) kube: &'static TestKube,
+    pub(crate) client: kube::Client,
+    pub(crate) ns: String,
+    pub(crate) bao: OpenBao,
+    pub(crate) signer: Signer,
+    pub(crate) work: tempfile::TempDir,
 }
 
 impl Drop for Bed {
@@ -85,13 +85,13 @@ impl Drop for Bed {
 }
 
 /// The HMAC key of object versions `restricted_node` gives the node (in a file).
-pub const RESTRICTED_HMAC_KEY: &str = "restricted-node-test-hmac-key-0123456789";
+pub(crate) const RESTRICTED_HMAC_KEY: &str = "restricted-node-test-hmac-key-0123456789";
 
 /// Vault paths the `web` role may read.
-pub const PATHS: &[&str] = &["secret/data/*", "kv/*"];
+pub(crate) const PATHS: &[&str] = &["secret/data/*", "kv/*"];
 
 impl Bed {
-    pub async fn new(prefix: &str) -> Bed {
+    pub(crate) async fn new(prefix: &str) -> Bed {
         let kube = TestKube::get();
         install_crds(kube).await;
         let ns = kube.namespace(prefix).await;
@@ -110,7 +110,7 @@ impl Bed {
     }
 
     /// `keymount node` against the test API server, with `args` added.
-    pub async fn node(&self, args: &[&str]) -> NodeProcess {
+    pub(crate) async fn node(&self, args: &[&str]) -> NodeProcess {
         NodeProcess::start(NodeOptions {
             kubeconfig: Some(self.kube.kubeconfig_path().to_owned()),
             kubelet_root: Some(self.work.path().to_owned()),
@@ -122,7 +122,7 @@ impl Bed {
 
     /// Applies class `name`: the vault provider reading `objects`, with `annotations` and
     /// `secret_objects` (JSON, `Value::Null` for none).
-    pub async fn apply_class(
+    pub(crate) async fn apply_class(
         &self,
         name: &str,
         annotations: &[(&str, &str)],
@@ -133,7 +133,7 @@ impl Bed {
             .await;
     }
 
-    pub async fn apply_class_in(
+    pub(crate) async fn apply_class_in(
         &self,
         ns: &str,
         name: &str,
@@ -174,12 +174,12 @@ impl Bed {
     }
 
     /// A pod of ServiceAccount `web` in the API.
-    pub async fn pod(&self, name: &str) -> PodInfo {
+    pub(crate) async fn pod(&self, name: &str) -> PodInfo {
         PodInfo::from(&self.kube.create_pod(&self.ns, name, "web").await)
     }
 
     /// Where kubelet would mount `volume` of `pod`.
-    pub fn target(&self, pod: &PodInfo, volume: &str) -> PathBuf {
+    pub(crate) fn target(&self, pod: &PodInfo, volume: &str) -> PathBuf {
         self.work.path().join(format!(
             "pods/{}/volumes/kubernetes.io~csi/{volume}/mount",
             pod.uid
@@ -187,7 +187,12 @@ impl Bed {
     }
 
     /// Kubelet's publish for `volume` of `pod` using `class`, with a fresh `vault` token.
-    pub fn publish(&self, pod: &PodInfo, volume: &str, class: &str) -> NodePublishVolumeRequest {
+    pub(crate) fn publish(
+        &self,
+        pod: &PodInfo,
+        volume: &str,
+        class: &str,
+    ) -> NodePublishVolumeRequest {
         let id = format!("csi-{}-{volume}", pod.uid);
         let mut req = publish_request(&id, &self.target(pod, volume), class, &self.ns);
         let token = self.signer.token(&self.ns, "web", "vault");
@@ -203,7 +208,7 @@ impl Bed {
     }
 
     /// The core/v1 events of pod `name`.
-    pub async fn events(&self, pod: &str) -> Vec<Event> {
+    pub(crate) async fn events(&self, pod: &str) -> Vec<Event> {
         Api::<Event>::namespaced(self.client.clone(), &self.ns)
             .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
             .await
@@ -212,7 +217,7 @@ impl Bed {
     }
 
     /// Waits (up to 20 s) for an event of pod `name` with `reason`, and returns it.
-    pub async fn wait_event(&self, pod: &str, reason: &str) -> Event {
+    pub(crate) async fn wait_event(&self, pod: &str, reason: &str) -> Event {
         let found = wait_until(Duration::from_secs(20), || async move {
             self.events(pod)
                 .await
@@ -260,7 +265,7 @@ impl Bed {
     /// A kubeconfig for ServiceAccount `keymount-node` of this namespace holding only the
     /// node's base permissions cluster-wide and the shipped sync ClusterRole, bound with a
     /// RoleBinding in this namespace only.
-    pub async fn restricted_kubeconfig(&self) -> PathBuf {
+    pub(crate) async fn restricted_kubeconfig(&self) -> PathBuf {
         use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let roles: Api<ClusterRole> = Api::all(self.client.clone());
@@ -312,12 +317,16 @@ impl Bed {
     /// `keymount node` as ServiceAccount `keymount-node` (see `restricted_kubeconfig`), with
     /// the HMAC key of object versions from a file (that ServiceAccount may not read Secrets
     /// outside this namespace, where the node would otherwise keep its key).
-    pub async fn restricted_node(&self, args: &[&str]) -> NodeProcess {
+    pub(crate) async fn restricted_node(&self, args: &[&str]) -> NodeProcess {
         self.restricted_node_with(args, &[]).await
     }
 
     /// `restricted_node` with extra environment (e.g. `RUST_LOG`).
-    pub async fn restricted_node_with(&self, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+    pub(crate) async fn restricted_node_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let kubeconfig = self.restricted_kubeconfig().await;
         let key = self.work.path().join("hmac.key");
         std::fs::write(&key, RESTRICTED_HMAC_KEY).unwrap();
@@ -338,7 +347,7 @@ impl Bed {
 }
 
 /// The value of metric line `prefix` (e.g. `rotation_reconcile_total{...}`), 0 if absent.
-pub fn metric(text: &str, prefix: &str) -> f64 {
+pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -12,7 +12,7 @@ use crate::OBJECTS;
 use crate::vault_support::{input, provider_with, tokens_json};
 
 /// A TCP listener on `ip` that counts the connections it accepts (and closes each at once).
-pub async fn counting_listener(ip: &str) -> (u16, Arc<AtomicUsize>) {
+pub(crate) async fn counting_listener(ip: &str) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));

@@ -26,11 +26,12 @@ use support::openbao::OpenBao;
 use tonic::Code;
 use vault_support::{Signer, input, jwt_setup, provider_with, text, tokens_json};
 
-pub const OBJECTS: &str = "- {objectName: p, secretPath: secret/data/app, secretKey: password}";
-pub const MARKER: &str = "NODE-FILE-CONTENT-MARKER-7731";
+pub(crate) const OBJECTS: &str =
+    "- {objectName: p, secretPath: secret/data/app, secretKey: password}";
+pub(crate) const MARKER: &str = "NODE-FILE-CONTENT-MARKER-7731";
 
 /// A TLS OpenBao with role `web` for ServiceAccount shop/web reading `secret/data/app`.
-pub async fn tls_vault() -> (OpenBao, String) {
+pub(crate) async fn tls_vault() -> (OpenBao, String) {
     let bao = OpenBao::start_tls().await;
     let signer = Signer::new();
     jwt_setup(
@@ -53,12 +54,12 @@ pub async fn tls_vault() -> (OpenBao, String) {
 /// volume outside it holding a valid CA certificate too, so that a read that escaped would
 /// succeed instead of failing for another reason.
 #[derive(Debug)]
-pub struct Layout {
-    pub tmp: tempfile::TempDir,
+pub(crate) struct Layout {
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 impl Layout {
-    pub fn new(bao: &OpenBao) -> Self {
+    pub(crate) fn new(bao: &OpenBao) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let ca = std::fs::read(bao.ca_cert_path().unwrap()).unwrap();
         let allowed = tmp.path().join("allowed");
@@ -71,20 +72,20 @@ impl Layout {
         Self { tmp }
     }
 
-    pub fn allowed(&self) -> std::path::PathBuf {
+    pub(crate) fn allowed(&self) -> std::path::PathBuf {
         self.tmp.path().join("allowed")
     }
 
-    pub fn other_pod(&self) -> std::path::PathBuf {
+    pub(crate) fn other_pod(&self) -> std::path::PathBuf {
         self.tmp.path().join("pods/other/volumes/tls/ca.pem")
     }
 
-    pub fn path(&self, rel: &str) -> String {
+    pub(crate) fn path(&self, rel: &str) -> String {
         self.tmp.path().join(rel).display().to_string()
     }
 }
 
-pub async fn mount_with(
+pub(crate) async fn mount_with(
     bao: &OpenBao,
     tokens: &str,
     dirs: &[&Path],
@@ -93,7 +94,7 @@ pub async fn mount_with(
     mount_at_addr(bao.addr(), tokens, dirs, extra).await
 }
 
-pub async fn mount_at_addr(
+pub(crate) async fn mount_at_addr(
     addr: &str,
     tokens: &str,
     dirs: &[&Path],
@@ -116,7 +117,7 @@ pub async fn mount_at_addr(
     .map(|o| text(&o, "p"))
 }
 
-pub fn assert_refused(
+pub(crate) fn assert_refused(
     result: Result<String, keymount::provider::ProviderError>,
     parameter: &str,
     why: &str,

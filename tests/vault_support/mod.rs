@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use crate::support::openbao::OpenBao;
 
 /// The issuer the signed tokens carry.
-pub const ISSUER: &str = "https://kubernetes.keymount.test";
+pub(crate) const ISSUER: &str = "https://kubernetes.keymount.test";
 
 /// An RSA key pair made with openssl; signs RS256 JWTs.
 #[derive(Debug)]
-pub struct Signer {
+pub(crate) struct Signer {
     key: PathBuf,
-    pub public_pem: String,
+    pub(crate) public_pem: String,
     _dir: tempfile::TempDir,
 }
 
@@ -35,7 +35,7 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 }
 
 impl Signer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("sa.key");
         run(Command::new("openssl")
@@ -59,7 +59,7 @@ impl Signer {
     }
 
     /// A token for ServiceAccount `ns/sa` and `audience`, valid for an hour.
-    pub fn token(&self, ns: &str, sa: &str, audience: &str) -> String {
+    pub(crate) fn token(&self, ns: &str, sa: &str, audience: &str) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -97,7 +97,7 @@ impl Signer {
 
 /// Enables `auth/jwt` (path prefix `prefix`, e.g. "" or "team1/") trusting `signer`, a policy
 /// reading `paths`, and role `role` for ServiceAccount `ns/sa` with audience `vault`.
-pub async fn jwt_setup(
+pub(crate) async fn jwt_setup(
     bao: &OpenBao,
     prefix: &str,
     signer: &Signer,
@@ -151,10 +151,10 @@ pub async fn jwt_setup(
 }
 
 /// The HMAC key of the tests' object versions.
-pub const TEST_HMAC_KEY: &[u8] = b"keymount-test-hmac-key-0123456789abcdef";
+pub(crate) const TEST_HMAC_KEY: &[u8] = b"keymount-test-hmac-key-0123456789abcdef";
 
 /// Node options as the node sets them by default, with the test key.
-pub fn options() -> VaultOptions {
+pub(crate) fn options() -> VaultOptions {
     VaultOptions {
         max_response_bytes: 4 * 1024 * 1024,
         version_key: VersionKey::from_bytes(TEST_HMAC_KEY, "test").unwrap(),
@@ -163,18 +163,18 @@ pub fn options() -> VaultOptions {
 
 /// A provider with default node flags, allowed to reach OpenBao on loopback (as
 /// `--allowed-store-addresses=127.0.0.1`) and no node file.
-pub fn provider() -> VaultProvider {
+pub(crate) fn provider() -> VaultProvider {
     provider_with(&[], &["127.0.0.1"])
 }
 
 /// A provider whose classes may name files beneath `dirs` and the store `addresses`
 /// (`--allowed-file-dirs`, `--allowed-store-addresses`).
-pub fn provider_with(dirs: &[&Path], addresses: &[&str]) -> VaultProvider {
+pub(crate) fn provider_with(dirs: &[&Path], addresses: &[&str]) -> VaultProvider {
     VaultProvider::new(VaultArgs::default(), access(dirs, addresses), options())
 }
 
 /// What `--allowed-file-dirs=dirs` and `--allowed-store-addresses=addresses` allow.
-pub fn access(dirs: &[&Path], addresses: &[&str]) -> Access {
+pub(crate) fn access(dirs: &[&Path], addresses: &[&str]) -> Access {
     Access::from_args(&AccessArgs {
         allowed_file_dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
         allowed_store_addresses: addresses.iter().map(|a| a.to_string()).collect(),
@@ -184,14 +184,14 @@ pub fn access(dirs: &[&Path], addresses: &[&str]) -> Access {
 }
 
 /// Kubelet's tokens JSON for one audience.
-pub fn tokens_json(audience: &str, token: &str) -> String {
+pub(crate) fn tokens_json(audience: &str, token: &str) -> String {
     json!({ audience: {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"} }).to_string()
 }
 
 /// Every unkeyed digest of `value` that could stand in an object version: SHA-256 of the
 /// value, and of each of `objects`' configuration followed by the value (the construction
 /// versions used before they were keyed), in hex, base64 and base64url.
-pub fn unkeyed_digests(value: &str, objects: &str) -> Vec<String> {
+pub(crate) fn unkeyed_digests(value: &str, objects: &str) -> Vec<String> {
     let mut inputs = vec![value.as_bytes().to_vec()];
     for object in keymount::provider::vault::params::parse_objects(objects).unwrap() {
         let mut input = serde_json::to_vec(&object).unwrap();
@@ -210,4 +210,4 @@ pub fn unkeyed_digests(value: &str, objects: &str) -> Vec<String> {
 }
 
 #[allow(unused_imports)]
-pub use crate::support::mount_input::{input, mode, text};
+pub(crate) use crate::support::mount_input::{input, mode, text};

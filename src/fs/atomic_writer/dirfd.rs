@@ -17,12 +17,12 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat};
 
 /// A single path component: `str` or `OsStr` (names read back may not be UTF-8).
-pub trait Name: NixPath + AsRef<Path> {}
+pub(crate) trait Name: NixPath + AsRef<Path> {}
 impl<T: ?Sized + NixPath + AsRef<Path>> Name for T {}
 
 /// What an entry is, without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
@@ -31,7 +31,7 @@ pub enum Kind {
 
 /// A directory opened without following a symlink, with the device it lives on.
 #[derive(Debug)]
-pub struct DirFd {
+pub(crate) struct DirFd {
     fd: OwnedFd,
     dev: u64,
     /// For error messages only; never used to reach the file system.
@@ -53,7 +53,7 @@ fn kind_of(stat: &FileStat) -> Kind {
 
 impl DirFd {
     /// Opens `path` as a directory; a symlink as its last component is refused.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(super) fn open(path: &Path) -> io::Result<Self> {
         let fd = openat(nix::fcntl::AT_FDCWD, path, open_dir_flags(), Mode::empty())?;
         let dev = fstat(&fd)?.st_dev;
         Ok(Self {
@@ -65,7 +65,7 @@ impl DirFd {
 
     /// Opens the child directory `name` (one component), refusing a symlink and a directory
     /// on another device (a mount inside the volume is never entered).
-    pub fn child<N: ?Sized + Name>(&self, name: &N) -> io::Result<Self> {
+    pub(super) fn child<N: ?Sized + Name>(&self, name: &N) -> io::Result<Self> {
         let fd = openat(&self.fd, name, open_dir_flags(), Mode::empty())?;
         let dev = fstat(&fd)?.st_dev;
         if dev != self.dev {
@@ -82,7 +82,7 @@ impl DirFd {
     }
 
     /// Opens the directory at a relative path, one component at a time, no symlink followed.
-    pub fn descend(&self, rel: &str) -> io::Result<Self> {
+    pub(crate) fn descend(&self, rel: &str) -> io::Result<Self> {
         let mut parts = rel.split('/');
         let first = parts.next().unwrap_or(".");
         let mut dir = self.child(first)?;
@@ -93,7 +93,7 @@ impl DirFd {
     }
 
     /// The entry `name`, not followed; `None` when it does not exist.
-    pub fn kind<N: ?Sized + Name>(&self, name: &N) -> io::Result<Option<Kind>> {
+    pub(super) fn kind<N: ?Sized + Name>(&self, name: &N) -> io::Result<Option<Kind>> {
         match fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(kind_of(&stat))),
             Err(Errno::ENOENT) => Ok(None),
@@ -102,7 +102,7 @@ impl DirFd {
     }
 
     /// Names and kinds of the entries, without `.` and `..` (never followed).
-    pub fn list(&self) -> io::Result<Vec<(OsString, Kind)>> {
+    pub(super) fn list(&self) -> io::Result<Vec<(OsString, Kind)>> {
         // A fresh open file description: its own offset, whatever other listings did.
         let mut dir = Dir::openat(&self.fd, ".", open_dir_flags(), Mode::empty())?;
         let mut out = Vec::new();
@@ -129,17 +129,17 @@ impl DirFd {
     }
 
     /// The target of the symlink `name`, read without following it.
-    pub fn read_link<N: ?Sized + Name>(&self, name: &N) -> io::Result<OsString> {
+    pub(super) fn read_link<N: ?Sized + Name>(&self, name: &N) -> io::Result<OsString> {
         Ok(readlinkat(&self.fd, name)?)
     }
 
     /// Creates the symlink `name` -> `dest`.
-    pub fn symlink(&self, dest: &str, name: &str) -> io::Result<()> {
+    pub(super) fn symlink(&self, dest: &str, name: &str) -> io::Result<()> {
         Ok(symlinkat(dest, &self.fd, name)?)
     }
 
     /// Creates the directory `name` with exactly `mode`.
-    pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<Self> {
+    pub(super) fn mkdir(&self, name: &str, mode: u32) -> io::Result<Self> {
         mkdirat(&self.fd, name, Mode::from_bits_truncate(mode))?;
         let dir = self.child(name)?;
         // The umask may have narrowed the mode.
@@ -148,13 +148,13 @@ impl DirFd {
     }
 
     /// The group of this directory.
-    pub fn group(&self) -> io::Result<u32> {
+    pub(super) fn group(&self) -> io::Result<u32> {
         Ok(fstat(&self.fd)?.st_gid)
     }
 
     /// Gives this directory (the open one, never a path) to group `gid`; nothing is
     /// changed when it has that group already.
-    pub fn set_group(&self, gid: u32) -> io::Result<()> {
+    pub(crate) fn set_group(&self, gid: u32) -> io::Result<()> {
         if self.group()? != gid {
             fchown(&self.fd, None, Some(Gid::from_raw(gid)))?;
         }
@@ -163,7 +163,7 @@ impl DirFd {
 
     /// Gives the entry `name` of this directory to group `gid`, without following it (a
     /// symlink's own group is changed, never its target's).
-    pub fn set_entry_group<N: ?Sized + Name>(&self, name: &N, gid: u32) -> io::Result<()> {
+    pub(crate) fn set_entry_group<N: ?Sized + Name>(&self, name: &N, gid: u32) -> io::Result<()> {
         Ok(fchownat(
             &self.fd,
             name,
@@ -174,13 +174,13 @@ impl DirFd {
     }
 
     /// The group of the entry `name`, not followed.
-    pub fn entry_group<N: ?Sized + Name>(&self, name: &N) -> io::Result<u32> {
+    pub(crate) fn entry_group<N: ?Sized + Name>(&self, name: &N) -> io::Result<u32> {
         Ok(fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?.st_gid)
     }
 
     /// Creates the regular file `name` (it must not exist) for writing, mode 0600 until the
     /// caller sets the final mode.
-    pub fn create_file(&self, name: &str) -> io::Result<File> {
+    pub(crate) fn create_file(&self, name: &str) -> io::Result<File> {
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600))?;
@@ -188,7 +188,7 @@ impl DirFd {
     }
 
     /// Opens the regular file `name` for reading; a symlink or anything else is refused.
-    pub fn open_file(&self, name: &str) -> io::Result<File> {
+    pub(crate) fn open_file(&self, name: &str) -> io::Result<File> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
         let fd = openat(&self.fd, name, flags, Mode::empty())?;
         let stat = fstat(&fd)?;
@@ -199,12 +199,12 @@ impl DirFd {
     }
 
     /// Renames `from` to `to` in this directory (replacing `to` when it is a file or link).
-    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+    pub(super) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         Ok(renameat(&self.fd, from, &self.fd, to)?)
     }
 
     /// Atomically exchanges the entries `a` and `b` (both must exist).
-    pub fn exchange(&self, a: &str, b: &str) -> io::Result<()> {
+    pub(crate) fn exchange(&self, a: &str, b: &str) -> io::Result<()> {
         // renameat2(2) through rustix's raw syscall: nix wraps it for glibc only, and the
         // image's binary is built for musl.
         rustix::fs::renameat_with(&self.fd, a, &self.fd, b, rustix::fs::RenameFlags::EXCHANGE)?;
@@ -214,7 +214,7 @@ impl DirFd {
     /// Removes the entry `name` and, if it is a directory, everything below it. Symlinks are
     /// removed, never followed; a directory on another device (a mount) is refused. A missing
     /// entry is not an error.
-    pub fn remove_tree<N: ?Sized + Name>(&self, name: &N) -> io::Result<()> {
+    pub(crate) fn remove_tree<N: ?Sized + Name>(&self, name: &N) -> io::Result<()> {
         match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => return Ok(()),
             // Linux answers EISDIR for unlink(2) of a directory.
@@ -236,7 +236,7 @@ impl DirFd {
     }
 
     /// Room on the file system: bytes and inodes.
-    pub fn space(&self) -> io::Result<Space> {
+    pub(super) fn space(&self) -> io::Result<Space> {
         let stat = nix::sys::statvfs::fstatvfs(&self.fd)?;
         let block = stat.fragment_size().max(1) as u64;
         Ok(Space {
@@ -251,12 +251,12 @@ impl DirFd {
 
 /// Room on a volume's file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Space {
-    pub available: u64,
+pub(crate) struct Space {
+    pub(crate) available: u64,
     /// 0 when the file system has no size limit.
     pub total: u64,
     pub block: u64,
-    pub inodes_free: u64,
+    pub(crate) inodes_free: u64,
     /// 0 when the file system has no inode limit.
-    pub inodes_total: u64,
+    pub(crate) inodes_total: u64,
 }

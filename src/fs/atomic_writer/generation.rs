@@ -3,20 +3,20 @@
 //! `..data`: one component, inside the volume, never a path.
 
 /// The link that names the current generation.
-pub const DATA_LINK: &str = "..data";
+pub(crate) const DATA_LINK: &str = "..data";
 /// The link made beside `..data` and renamed over it; also the parking name of an entry
 /// being replaced. Never part of a finished layout.
-pub const DATA_TMP_LINK: &str = "..data_tmp";
+pub(crate) const DATA_TMP_LINK: &str = "..data_tmp";
 
 /// A fresh generation name (the random suffix keeps two writes in one second apart).
-pub fn new_name() -> String {
+pub(crate) fn new_name() -> String {
     let now = jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S");
     format!("..{now}.{:010}", rand::random::<u32>())
 }
 
 /// True when `name` is a generation name: `..`, a UTC timestamp `YYYY_MM_DD_HH_MM_SS`, `.`,
 /// then 1 to 20 digits. No `/`, so a link with such a target stays in the volume.
-pub fn is_generation_name(name: &str) -> bool {
+pub(crate) fn is_generation_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("..") else {
         return false;
     };
@@ -33,7 +33,7 @@ pub fn is_generation_name(name: &str) -> bool {
 }
 
 /// The target a top-level link of `name` has in this layout.
-pub fn link_target(name: &str) -> String {
+pub(super) fn link_target(name: &str) -> String {
     format!("{DATA_LINK}/{name}")
 }
 

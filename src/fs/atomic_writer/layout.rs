@@ -13,7 +13,7 @@ use super::{WriteError, at};
 
 /// Who owns the directory, and so what may be removed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// A volume keymount mounted or adopted: everything at top level that is not part of the
     /// layout goes (plain files left by a self-writing provider or the upstream driver).
     Owned,
@@ -27,7 +27,7 @@ pub enum Policy {
 
 /// What `..data` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataLink {
+pub(crate) enum DataLink {
     Missing,
     /// A link to a generation directory of this volume.
     Valid(String),
@@ -37,7 +37,7 @@ pub enum DataLink {
 
 /// Reads `..data` without following it and checks that its target is one generation name
 /// naming a real directory of the same file system.
-pub fn data_link(vol: &DirFd) -> Result<DataLink, WriteError> {
+pub(crate) fn data_link(vol: &DirFd) -> Result<DataLink, WriteError> {
     let path = vol.path.join(DATA_LINK);
     match vol.kind(DATA_LINK).map_err(at("inspect", &path))? {
         None => Ok(DataLink::Missing),
@@ -66,7 +66,7 @@ fn describe(dest: &std::ffi::OsStr) -> String {
 
 /// One top-level entry, read without following it.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: OsString,
     pub kind: Kind,
     /// A symlink's target.
@@ -74,7 +74,7 @@ pub struct Entry {
 }
 
 /// The top-level entries of the volume.
-pub fn entries(vol: &DirFd) -> Result<Vec<Entry>, WriteError> {
+pub(super) fn entries(vol: &DirFd) -> Result<Vec<Entry>, WriteError> {
     let listed = vol.list().map_err(at("read directory", &vol.path))?;
     let mut out = Vec::with_capacity(listed.len());
     for (name, kind) in listed {
@@ -93,31 +93,31 @@ pub fn entries(vol: &DirFd) -> Result<Vec<Entry>, WriteError> {
 }
 
 /// True when `entry` is the link this layout makes for `name`: `name -> ..data/name`.
-pub fn is_our_link(entry: &Entry, name: &str) -> bool {
+pub(crate) fn is_our_link(entry: &Entry, name: &str) -> bool {
     entry.kind == Kind::Symlink
         && entry.link.as_deref().and_then(|l| l.to_str()) == Some(link_target(name).as_str())
 }
 
 /// What must change for the layout to match `generation` with top-level `names`.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Names with no entry: a link is created.
     pub missing: Vec<String>,
     /// Names held by something else (a plain file or directory, another link).
-    pub occupied: Vec<String>,
+    pub(crate) occupied: Vec<String>,
     /// Entries to remove: stale links, leftover generations and `..data_tmp`, and (when the
     /// volume is owned) anything foreign.
     pub remove: Vec<OsString>,
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.occupied.is_empty() && self.remove.is_empty()
     }
 }
 
 /// Compares the entries with the layout of `generation` (`None`: no generation yet).
-pub fn plan(
+pub(crate) fn plan(
     entries: &[Entry],
     generation: Option<&str>,
     names: &BTreeSet<String>,
@@ -161,7 +161,7 @@ pub fn plan(
 /// Carries out `plan`: missing links made, occupied names replaced (owned) or refused
 /// (shared), then stale and foreign entries removed. `..data` must already name the
 /// generation the names belong to, so no link made here dangles.
-pub fn apply(vol: &DirFd, plan: &Plan, policy: Policy) -> Result<(), WriteError> {
+pub(super) fn apply(vol: &DirFd, plan: &Plan, policy: Policy) -> Result<(), WriteError> {
     for name in &plan.missing {
         match vol.symlink(&link_target(name), name) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -184,7 +184,7 @@ pub fn apply(vol: &DirFd, plan: &Plan, policy: Policy) -> Result<(), WriteError>
     Ok(())
 }
 
-pub fn in_the_way(vol: &DirFd, name: &str) -> WriteError {
+pub(crate) fn in_the_way(vol: &DirFd, name: &str) -> WriteError {
     WriteError::InTheWay {
         target: vol.path.clone(),
         name: name.to_owned(),

@@ -22,13 +22,13 @@ mod dirfd;
 mod generation;
 mod layout;
 mod read;
-pub mod room;
+pub(crate) mod room;
 #[cfg(test)]
 mod tests;
 #[cfg(not(test))]
 mod tests {
     /// Only the unit tests skip the room check (to reach a real ENOSPC in the middle of a write).
-    pub fn skip_room_check() -> bool {
+    pub(crate) fn skip_room_check() -> bool {
         false
     }
 }
@@ -42,7 +42,6 @@ use dirfd::DirFd;
 use generation::{DATA_LINK, DATA_TMP_LINK, link_target};
 use layout::{DataLink, Policy};
 
-pub use read::current_files;
 use read::matches_on_disk;
 
 use crate::fs::group::FsGroup;
@@ -58,7 +57,7 @@ pub struct Payload {
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The files and the layout already matched; nothing was touched.
     Unchanged,
     /// The files matched but the layout did not (a crash mid-write, a foreign entry): links
@@ -107,17 +106,19 @@ fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wri
     }
 }
 
-/// Writes `files` into the volume `target`, which keymount owns: whatever else sits at its top
-/// level (plain files left by a self-writing provider or the upstream driver) is replaced or
-/// removed. Paths must already be validated (see [`crate::fs::paths`]).
-pub fn write(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
+/// [`write_as`] without a group (the tests' writer).
+#[cfg(test)]
+pub(crate) fn write(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
     write_as(target, files, None)
 }
 
-/// [`write`] for a volume whose files belong to the pod's fsGroup `group` (see the module
-/// docs). A set whose content, modes or group differ from what is there is written afresh;
-/// the volume's root is given to the group in any case.
-pub fn write_as(
+/// Writes `files` into the volume `target`, which keymount owns: whatever else sits at its top
+/// level (plain files left by a self-writing provider or the upstream driver) is replaced or
+/// removed. Paths must already be validated (see [`crate::fs::paths`]). With a `group` (the
+/// pod's fsGroup, see the module docs) the files belong to it; a set whose content, modes or
+/// group differ from what is there is written afresh, and the volume's root is given to the
+/// group in any case.
+pub(crate) fn write_as(
     target: &Path,
     files: &[Payload],
     group: Option<FsGroup>,
@@ -127,7 +128,7 @@ pub fn write_as(
 
 /// Writes `files` into a directory the user owns (`keymount fetch --out`): only the writer's
 /// own entries are ever removed, and a foreign entry in the way of a new name is an error.
-pub fn write_shared(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
+pub(crate) fn write_shared(target: &Path, files: &[Payload]) -> Result<Outcome, WriteError> {
     write_with(target, files, Policy::Shared, None)
 }
 
@@ -334,7 +335,7 @@ fn is_enospc(error: &WriteError) -> bool {
 /// (links made or removed, leftover generations and `..data_tmp` swept), without a new file
 /// set: what start-up does for each volume it finds mounted, as a crash may have interrupted
 /// a write. Entries not made by the writer are left alone. Returns true when anything changed.
-pub fn repair(target: &Path) -> Result<bool, WriteError> {
+pub(crate) fn repair(target: &Path) -> Result<bool, WriteError> {
     let vol = DirFd::open(target).map_err(at("open", target))?;
     let (generation, names) = match layout::data_link(&vol)? {
         DataLink::Valid(generation) => {

@@ -1,38 +1,12 @@
 //! Reading a generation back, through the volume's directory fd and without following a
-//! link: the comparison that decides whether a fetched set is unchanged, and the listing the
-//! Secret sync uses.
+//! link: the comparison that decides whether a fetched set is unchanged.
 
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 
 use super::dirfd::{DirFd, Kind};
-use super::layout::{self, DataLink};
-use super::{Payload, WriteError, at, file_mode};
+use super::{Payload, file_mode};
 use crate::fs::group::FsGroup;
-
-/// Reads the files of the current generation back: `relative path -> absolute path`,
-/// following the layout this writer makes (used by the Secret sync).
-pub fn current_files(target: &Path) -> Result<Vec<(String, PathBuf)>, WriteError> {
-    let vol = DirFd::open(target).map_err(at("open", target))?;
-    let DataLink::Valid(generation) = layout::data_link(&vol)? else {
-        return Ok(Vec::new());
-    };
-    let gen_dir = vol
-        .child(generation.as_str())
-        .map_err(at("open", &target.join(&generation)))?;
-    let mut out = Vec::new();
-    collect_files(&gen_dir, "", &mut out).map_err(at("read", &gen_dir.path))?;
-    let root = target.join(generation);
-    Ok(out
-        .into_iter()
-        .filter(|(_, kind)| *kind == Kind::File)
-        .map(|(rel, _)| {
-            let path = root.join(&rel);
-            (rel, path)
-        })
-        .collect())
-}
 
 /// True when the generation holds exactly `files`: same paths, regular files only, same
 /// modes and contents, and (with a group) the generation and its files of that group.
@@ -83,7 +57,11 @@ fn same_file(gen_dir: &DirFd, file: &Payload, group: Option<FsGroup>) -> io::Res
 
 /// Every non-directory below `dir`, as (relative path, kind); directories are entered only
 /// when they are real directories of the same file system.
-fn collect_files(dir: &DirFd, prefix: &str, out: &mut Vec<(String, Kind)>) -> io::Result<()> {
+pub(super) fn collect_files(
+    dir: &DirFd,
+    prefix: &str,
+    out: &mut Vec<(String, Kind)>,
+) -> io::Result<()> {
     for (name, kind) in dir.list()? {
         let name = name
             .into_string()

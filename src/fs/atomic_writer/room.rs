@@ -8,7 +8,7 @@ const INLINE_LINK_MAX: usize = 120;
 
 /// Bytes one generation of files takes on tmpfs: each file's size rounded up to `block`,
 /// plus a block for each top-level link whose target (`..data/<name>`) does not fit inline.
-pub fn footprint<'a>(
+pub(crate) fn footprint<'a>(
     sizes: impl IntoIterator<Item = u64>,
     top_level_names: impl IntoIterator<Item = &'a str>,
     block: u64,
@@ -22,7 +22,7 @@ pub fn footprint<'a>(
 }
 
 /// How many of these top-level names need a block for their link.
-pub fn long_links<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+pub(crate) fn long_links<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
     names
         .into_iter()
         .filter(|name| super::generation::link_target(name).len() >= INLINE_LINK_MAX)
@@ -30,7 +30,7 @@ pub fn long_links<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
 }
 
 /// The page size tmpfs allocates in.
-pub fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()

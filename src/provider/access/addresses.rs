@@ -76,7 +76,7 @@ const METADATA: [(IpAddr, u8); 3] = [
 /// Addresses never reached unless listed: this host (loopback, unspecified, `0.0.0.0/8`),
 /// link-local (169.254.169.254 and the EKS Pod Identity agent 169.254.170.23 live there),
 /// multicast, broadcast, and the [`METADATA`] endpoints.
-pub fn is_special(ip: IpAddr) -> bool {
+pub(crate) fn is_special(ip: IpAddr) -> bool {
     let ip = canonical(ip);
     let this_host_or_local = match ip {
         IpAddr::V4(v4) => {
@@ -102,7 +102,7 @@ pub fn is_special(ip: IpAddr) -> bool {
 
 /// Why an address is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
+pub(crate) enum AddressError {
     #[error(
         "unix socket {0:?} is not one this node allows (keymount node --allowed-store-addresses)"
     )]
@@ -126,7 +126,7 @@ pub enum AddressError {
 
 /// The admin's list of addresses a class may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedAddresses {
+pub(crate) struct AllowedAddresses {
     sockets: Vec<PathBuf>,
     /// Lower-case names; `*.example.com` matches any name under example.com.
     hosts: Vec<String>,
@@ -149,7 +149,7 @@ impl Default for AllowedAddresses {
 
 /// How a checked address is to be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
+pub(crate) enum Reach {
     /// A listed name: whatever it resolves to is allowed.
     Listed,
     /// Every resolved address is checked by the client's resolver.
@@ -159,7 +159,7 @@ pub enum Reach {
 impl AllowedAddresses {
     /// Parses the comma-separated flag entries: `public`, an IP, a CIDR, a host name,
     /// `*.domain`, or `unix:///path/to.sock`.
-    pub fn new(entries: &[String]) -> Result<Self, String> {
+    pub(crate) fn new(entries: &[String]) -> Result<Self, String> {
         let mut out = Self {
             public: false,
             ..Self::default()
@@ -203,7 +203,7 @@ impl AllowedAddresses {
     }
 
     /// True if `ip` may be connected to.
-    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+    pub(crate) fn ip_allowed(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(ip)) || (self.public && !is_special(ip))
     }
 
@@ -220,13 +220,13 @@ impl AllowedAddresses {
     }
 
     /// True if the unix socket `path` is listed.
-    pub fn socket_allowed(&self, path: &Path) -> bool {
+    pub(crate) fn socket_allowed(&self, path: &Path) -> bool {
         self.sockets.iter().any(|s| s == path)
     }
 
     /// Checks an `http(s)://` or `unix://` address before anything is resolved or
     /// connected: sockets and IP literals here, names in [`CheckedResolver`].
-    pub fn check(&self, address: &str) -> Result<Reach, AddressError> {
+    pub(crate) fn check(&self, address: &str) -> Result<Reach, AddressError> {
         if let Some(path) = address.strip_prefix("unix://") {
             let path = Path::new(path);
             return if self.socket_allowed(path) {
@@ -265,17 +265,20 @@ impl AllowedAddresses {
 /// A DNS resolver that hands the HTTP client only allowed addresses: the connection is made
 /// to exactly what was checked.
 #[derive(Debug, Clone)]
-pub struct CheckedResolver {
+pub(crate) struct CheckedResolver {
     allowed: Arc<AllowedAddresses>,
 }
 
 impl CheckedResolver {
-    pub fn new(allowed: Arc<AllowedAddresses>) -> Self {
+    pub(crate) fn new(allowed: Arc<AllowedAddresses>) -> Self {
         Self { allowed }
     }
 
     /// The allowed addresses of `host` (the system resolver, then the filter).
-    pub async fn resolve_allowed(&self, host: &str) -> Result<Vec<SocketAddr>, AddressError> {
+    pub(crate) async fn resolve_allowed(
+        &self,
+        host: &str,
+    ) -> Result<Vec<SocketAddr>, AddressError> {
         let all: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
             .await
             .map_err(|e| AddressError::Lookup {
@@ -315,7 +318,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
 }
 
 /// The refusal inside a failed request's error chain, if the resolver refused.
-pub fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<AddressError> {
+pub(crate) fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<AddressError> {
     crate::text::causes(error)
         .filter_map(|e| e.downcast_ref::<AddressError>())
         .find(|refused| !matches!(refused, AddressError::Lookup { .. }))

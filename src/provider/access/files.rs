@@ -14,15 +14,15 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, fstat};
 
 /// Largest file read for a parameter (a CA bundle of a few hundred certificates is < 1 MiB).
-pub const MAX_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Most entries of a CA directory looked at.
-pub const MAX_DIR_ENTRIES: usize = 1024;
+pub(crate) const MAX_DIR_ENTRIES: usize = 1024;
 /// Most bytes read from one CA directory, all files together.
-pub const MAX_DIR_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_DIR_BYTES: u64 = 16 << 20;
 
 /// Why a file named by a parameter was not read. Never holds file contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error("{0:?} is not an absolute path")]
     NotAbsolute(PathBuf),
     #[error(
@@ -51,7 +51,7 @@ pub enum FileError {
 
 /// The directories beneath which parameters may name files. Empty: no file parameter at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedDirs {
+pub(crate) struct AllowedDirs {
     dirs: Vec<PathBuf>,
 }
 
@@ -64,7 +64,7 @@ struct Beneath<'a> {
 
 impl AllowedDirs {
     /// The admin's list; empty entries are dropped, relative ones refused.
-    pub fn new(dirs: &[PathBuf]) -> Result<Self, String> {
+    pub(crate) fn new(dirs: &[PathBuf]) -> Result<Self, String> {
         let mut out = Vec::new();
         for dir in dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_absolute() {
@@ -78,7 +78,8 @@ impl AllowedDirs {
     }
 
     /// True when no directory is allowed.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.dirs.is_empty()
     }
 
@@ -103,7 +104,7 @@ impl AllowedDirs {
 
     /// Reads the regular file `path` (at most [`MAX_FILE_BYTES`]) if it lies beneath an
     /// allowed directory.
-    pub fn read_file(&self, path: &Path) -> Result<Vec<u8>, FileError> {
+    pub(crate) fn read_file(&self, path: &Path) -> Result<Vec<u8>, FileError> {
         let at = self.locate(path)?;
         let root = open_root(at.root, path)?;
         let file = open_beneath(&root, &at.rest, path, OFlag::empty())?;
@@ -114,7 +115,7 @@ impl AllowedDirs {
     /// [`MAX_DIR_ENTRIES`] entries and [`MAX_DIR_BYTES`] together), each resolved beneath
     /// the allowed directory; entries that lead out of it, or are not regular files, are
     /// skipped. Returned in name order.
-    pub fn read_dir(&self, path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
+    pub(crate) fn read_dir(&self, path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
         let at = self.locate(path)?;
         let root = open_root(at.root, path)?;
         let dir = open_beneath(&root, &at.rest, path, OFlag::O_DIRECTORY)?;
@@ -239,7 +240,7 @@ fn read_regular(fd: OwnedFd, shown: &Path, max: u64) -> Result<Vec<u8>, FileErro
 
 /// Reads a file the admin named with a flag (trusted: no directory restriction), still only
 /// a regular file and at most [`MAX_FILE_BYTES`].
-pub fn read_admin_file(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_admin_file(path: &Path) -> Result<Vec<u8>, FileError> {
     let fd = nix::fcntl::open(
         path,
         OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
@@ -251,7 +252,7 @@ pub fn read_admin_file(path: &Path) -> Result<Vec<u8>, FileError> {
 
 /// Reads the regular files of a directory the admin named with a flag, following links as
 /// given (e.g. `/etc/ssl/certs`, whose entries link elsewhere), with the same bounds.
-pub fn read_admin_dir(path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
+pub(crate) fn read_admin_dir(path: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, FileError> {
     let failed = |e: std::io::Error| FileError::Open {
         path: path.to_owned(),
         reason: e.kind().to_string(),

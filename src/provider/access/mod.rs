@@ -2,16 +2,17 @@
 //! node reach: files beneath admin-listed directories, admin-allowed store addresses, and the
 //! class parameters a pod may override. The admin sets all three with `keymount node` flags.
 
-pub mod addresses;
-pub mod files;
-pub mod overrides;
+pub(crate) mod addresses;
+pub(crate) mod files;
+pub(crate) mod overrides;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use addresses::{AddressError, AllowedAddresses, CheckedResolver, Reach};
-pub use files::{AllowedDirs, FileError};
-pub use overrides::{OverrideError, OverridePolicy};
+pub(crate) use addresses::{AllowedAddresses, CheckedResolver};
+pub(crate) use files::AllowedDirs;
+pub(crate) use overrides::OverrideError;
+pub use overrides::OverridePolicy;
 
 /// The admin's limits on tenant input (flags of `keymount node` and `keymount fetch`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -42,8 +43,8 @@ pub struct AccessArgs {
 /// The limits, parsed: shared by the built-in providers.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    pub files: AllowedDirs,
-    pub addresses: Arc<AllowedAddresses>,
+    pub(crate) files: AllowedDirs,
+    pub(crate) addresses: Arc<AllowedAddresses>,
 }
 
 impl Access {

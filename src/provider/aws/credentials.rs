@@ -17,15 +17,15 @@ use crate::redact::Redacted;
 use crate::text::{detail, error_chain};
 
 /// Pod Identity agent endpoints (as ASCP and the AWS SDKs).
-pub const POD_IDENTITY_IPV4: &str = "http://169.254.170.23/v1/credentials";
-pub const POD_IDENTITY_IPV6: &str = "http://[fd00:ec2::23]/v1/credentials";
+pub(crate) const POD_IDENTITY_IPV4: &str = "http://169.254.170.23/v1/credentials";
+pub(crate) const POD_IDENTITY_IPV6: &str = "http://[fd00:ec2::23]/v1/credentials";
 
 /// How long credentials are trusted before they expire.
 const EARLY: Duration = Duration::from_secs(300);
 
 /// Where one mount's credentials come from.
 #[derive(Debug)]
-pub enum Source<'a> {
+pub(crate) enum Source<'a> {
     Irsa {
         role_arn: &'a str,
         region: &'a str,
@@ -46,7 +46,7 @@ struct Cached {
 
 /// Credentials per identity. `capacity` 0 fetches for every mount.
 #[derive(Debug)]
-pub struct CredentialCache {
+pub(crate) struct CredentialCache {
     slots: Slots<String, Cached>,
     agent: reqwest::Client,
 }
@@ -83,7 +83,7 @@ fn agent_client(timeout: Duration) -> reqwest::Client {
 
 impl CredentialCache {
     /// A cache of at most `capacity` identities; `agent_timeout` bounds Pod Identity calls.
-    pub fn new(capacity: usize, agent_timeout: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, agent_timeout: Duration) -> Self {
         Self {
             slots: Slots::new(capacity),
             agent: agent_client(agent_timeout),
@@ -92,7 +92,7 @@ impl CredentialCache {
 
     /// Credentials for `identity` (a key naming the source and the pod's ServiceAccount),
     /// fetched from `source` only when none are cached.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         identity: &str,
         source: &Source<'_>,
@@ -121,13 +121,8 @@ impl CredentialCache {
     }
 
     /// Number of identities with a slot.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// True when no identity has a slot.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     async fn fetch(&self, source: &Source<'_>, sdk: &SdkSettings) -> Result<Credentials, AwsError> {
@@ -273,7 +268,7 @@ async fn assume_role(
 }
 
 /// A RoleSessionName for the pod's ServiceAccount: `[\w+=,.@-]`, 2 to 64 characters.
-pub fn session_name(namespace: Option<&str>, service_account: Option<&str>) -> String {
+pub(crate) fn session_name(namespace: Option<&str>, service_account: Option<&str>) -> String {
     let raw = match (namespace, service_account) {
         (Some(ns), Some(sa)) => format!("keymount-{ns}-{sa}"),
         _ => "keymount".to_owned(),

@@ -11,7 +11,7 @@ use crate::text::{detail, error_chain};
 
 /// One failure of the AWS provider. `Clone` so one fetch can answer several objects.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum AwsError {
+pub(crate) enum AwsError {
     #[error("invalid parameter {name}: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error(
@@ -83,10 +83,10 @@ pub enum AwsError {
 /// A classified failure of one AWS call: the gRPC code, AWS's error code and its message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{aws_code}: {detail}")]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: Code,
-    pub aws_code: String,
-    pub detail: String,
+    pub(crate) aws_code: String,
+    pub(crate) detail: String,
 }
 
 impl ProviderFailure for AwsError {
@@ -129,13 +129,13 @@ impl ProviderFailure for AwsError {
 impl AwsError {
     /// True when another region may succeed where this one failed (5xx, throttling after
     /// retries, timeouts, connection failures).
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         self.code() == Code::Unavailable
     }
 }
 
 /// The gRPC code of an AWS error code (from a response or a batch entry).
-pub fn code_of(aws_code: &str, status: Option<u16>) -> Code {
+pub(crate) fn code_of(aws_code: &str, status: Option<u16>) -> Code {
     match aws_code {
         "ResourceNotFoundException"
         | "ParameterNotFound"
@@ -186,7 +186,7 @@ pub fn code_of(aws_code: &str, status: Option<u16>) -> Code {
 }
 
 /// Classifies any AWS SDK failure. Transport problems and timeouts are `Unavailable`.
-pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
+pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

@@ -15,11 +15,11 @@ use crate::provider::{MountOutput, ObjectVersion};
 use crate::redact::Redacted;
 
 /// What one request turned into.
-pub type Outcome = Result<Arc<Value>, AwsError>;
+pub(crate) type Outcome = Result<Arc<Value>, AwsError>;
 
 /// Runs `calls` (each answering some requests by index) `concurrency` at a time and returns one
 /// outcome per request, in request order.
-pub async fn gather<F>(calls: Vec<F>, requests: usize, concurrency: usize) -> Vec<Outcome>
+pub(crate) async fn gather<F>(calls: Vec<F>, requests: usize, concurrency: usize) -> Vec<Outcome>
 where
     F: Future<Output = Vec<(usize, Outcome)>>,
 {
@@ -38,21 +38,25 @@ where
 
 /// One read: what to read and which object asked (for messages).
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub target: Target,
     pub object: String,
 }
 
 /// One value read from AWS.
 #[derive(Debug)]
-pub struct Value {
+pub(crate) struct Value {
     pub bytes: Redacted<Vec<u8>>,
     /// Secrets Manager `VersionId` or the SSM parameter version number.
     pub version: String,
 }
 
 /// Adds the files of `object` read as `value` to `out`.
-pub fn add_files(object: &AwsObject, value: &Value, out: &mut MountOutput) -> Result<(), AwsError> {
+pub(crate) fn add_files(
+    object: &AwsObject,
+    value: &Value,
+    out: &mut MountOutput,
+) -> Result<(), AwsError> {
     out.files.push(Payload {
         path: object.file_name.clone(),
         mode: object.mode,

@@ -14,16 +14,16 @@ use super::error::AwsError;
 use crate::ttl_cache::TtlCache;
 
 /// The ServiceAccount annotation naming the IAM role of IRSA.
-pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub(crate) const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 /// The node label naming the node's region.
-pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+pub(crate) const REGION_LABEL: &str = "topology.kubernetes.io/region";
 
 /// ServiceAccounts and regions a node keeps at most.
 const CACHED_ACCOUNTS: usize = 1024;
 
 /// On-demand lookups of the ServiceAccounts of this node's pods and of this node, each kept
 /// for a short while: a node holds only what its own pods used lately.
-pub struct KubeLookups {
+pub(crate) struct KubeLookups {
     client: Client,
     node: String,
     roles: TtlCache<(String, String), String>,
@@ -41,7 +41,7 @@ impl fmt::Debug for KubeLookups {
 
 impl KubeLookups {
     /// Lookups through `client` for node `node` (`--nodeid`), each answer reused for `ttl`.
-    pub fn new(client: Client, node: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(client: Client, node: &str, ttl: Duration) -> Self {
         Self {
             client,
             node: node.to_owned(),
@@ -50,21 +50,16 @@ impl KubeLookups {
         }
     }
 
-    /// This node's name.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     /// The same lookups with each answer reused for `ttl` instead (nothing is cached yet).
     #[must_use]
-    pub fn with_ttl(self, ttl: Duration) -> Self {
+    pub(crate) fn with_ttl(self, ttl: Duration) -> Self {
         Self::new(self.client, &self.node, ttl)
     }
 
     /// The IRSA role ARN annotated on ServiceAccount `namespace/name`. Only a role is kept: a
     /// missing annotation is read again next time, so annotating the account takes effect at
     /// once.
-    pub async fn role_arn(&self, namespace: &str, name: &str) -> Result<String, AwsError> {
+    pub(crate) async fn role_arn(&self, namespace: &str, name: &str) -> Result<String, AwsError> {
         let key = (namespace.to_owned(), name.to_owned());
         self.roles
             .get_or_fetch(&key, || self.read_role_arn(namespace, name))
@@ -96,7 +91,7 @@ impl KubeLookups {
 
     /// The region label of this node, if it has one (a node without it is read again next
     /// time).
-    pub async fn node_region(&self) -> Result<Option<String>, AwsError> {
+    pub(crate) async fn node_region(&self) -> Result<Option<String>, AwsError> {
         let read = self
             .region
             .get_or_fetch(&(), || self.read_node_region())

@@ -2,15 +2,15 @@
 //! secrets-store-csi-driver-provider-aws (Secrets Manager and SSM Parameter Store), served
 //! in-process with the pod's own identity (IRSA or EKS Pod Identity).
 
-pub mod credentials;
-pub mod error;
-pub mod files;
-pub mod identity;
-pub mod objects;
-pub mod params;
-pub mod sdk;
-pub mod secretsmanager;
-pub mod ssm;
+pub(crate) mod credentials;
+pub(crate) mod error;
+pub(crate) mod files;
+pub(crate) mod identity;
+pub(crate) mod objects;
+pub(crate) mod params;
+pub(crate) mod sdk;
+pub(crate) mod secretsmanager;
+pub(crate) mod ssm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use self::sdk::SdkSettings;
 use super::{MountInput, MountOutput, Provider, ProviderError};
 
 /// Audience of the IRSA token.
-pub const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
+pub(crate) const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 /// Audience of the EKS Pod Identity token.
-pub const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
+pub(crate) const POD_IDENTITY_AUDIENCE: &str = "pods.eks.amazonaws.com";
 
 /// Node-level settings of the AWS provider.
 #[derive(Debug, Clone, clap::Args)]
@@ -112,7 +112,7 @@ impl Default for AwsArgs {
 
 /// How long a ServiceAccount's role or the node's region is reused by default (as the node's
 /// `--api-cache-ttl`).
-pub const DEFAULT_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const DEFAULT_LOOKUP_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The `aws` provider.
 #[derive(Debug)]
@@ -144,7 +144,7 @@ impl AwsProvider {
 
     /// Keeps each ServiceAccount role and the node region read from the API server for `ttl`.
     #[must_use]
-    pub fn with_lookup_ttl(mut self, ttl: std::time::Duration) -> Self {
+    pub(crate) fn with_lookup_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.kube = self.kube.map(|kube| kube.with_ttl(ttl));
         self
     }

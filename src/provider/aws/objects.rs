@@ -162,7 +162,7 @@ fn check_version(at: &str, target: &Target) -> Result<(), AwsError> {
 }
 
 /// Parses and checks the `objects` YAML list.
-pub fn parse_objects(
+pub(crate) fn parse_objects(
     text: &str,
     translation: Option<char>,
     has_failover_region: bool,

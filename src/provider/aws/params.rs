@@ -7,17 +7,17 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::error::AwsError;
-pub use super::objects::parse_objects;
+pub(crate) use super::objects::parse_objects;
 
 /// Which service holds an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectType {
+pub(crate) enum ObjectType {
     SecretsManager,
     SsmParameter,
 }
 
 impl ObjectType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::SecretsManager => "secretsmanager",
             Self::SsmParameter => "ssmparameter",
@@ -27,7 +27,7 @@ impl ObjectType {
 
 /// `preferredAddressType`: which Pod Identity agent address to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AddressType {
+pub(crate) enum AddressType {
     Ipv4,
     Ipv6,
     /// IPv4 first, then IPv6.
@@ -36,25 +36,25 @@ pub enum AddressType {
 
 /// What to read in one region: a name or ARN with an optional version id and label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Target {
+pub(crate) struct Target {
     pub kind: ObjectType,
     pub name: String,
     pub version_id: Option<String>,
-    pub version_label: Option<String>,
+    pub(crate) version_label: Option<String>,
 }
 
 /// One `jmesPath` entry: a compiled expression and the file it fills.
 #[derive(Debug, Clone)]
-pub struct JmesFile {
+pub(crate) struct JmesFile {
     pub path: String,
-    pub expression: jmespath::Expression<'static>,
+    pub(crate) expression: jmespath::Expression<'static>,
     pub file_name: String,
     pub mode: u32,
 }
 
 /// One entry of `objects`, validated.
 #[derive(Debug, Clone)]
-pub struct AwsObject {
+pub(crate) struct AwsObject {
     /// `objects[i]`, for messages.
     pub at: String,
     pub primary: Target,
@@ -62,28 +62,28 @@ pub struct AwsObject {
     pub failover: Target,
     pub file_name: String,
     pub mode: u32,
-    pub jmes: Vec<JmesFile>,
+    pub(crate) jmes: Vec<JmesFile>,
 }
 
 /// Everything one mount needs, parsed and checked.
 #[derive(Debug, Clone)]
-pub struct MountParameters {
+pub(crate) struct MountParameters {
     /// `region`, if the class sets one (else the node default or label decides).
     pub region: Option<String>,
-    pub failover_region: Option<String>,
+    pub(crate) failover_region: Option<String>,
     pub use_pod_identity: bool,
-    pub address_type: AddressType,
+    pub(crate) address_type: AddressType,
     /// `roleArn`: keymount's own parameter, used in local mode (no API server) only.
-    pub role_arn: Option<String>,
+    pub(crate) role_arn: Option<String>,
     pub objects: Vec<AwsObject>,
-    pub pod_namespace: Option<String>,
-    pub service_account: Option<String>,
+    pub(crate) pod_namespace: Option<String>,
+    pub(crate) service_account: Option<String>,
 }
 
 /// The parameters a pod's `volumeAttributes` may not override unless the admin allows it:
 /// where and as whom keymount asks AWS. `objects` and `pathTranslation` (what to read with
 /// the pod's own role, and how to name the files) stay overridable, as upstream.
-pub const CLASS_ONLY: &[&str] = &[
+pub(crate) const CLASS_ONLY: &[&str] = &[
     "region",
     "failoverRegion",
     "usePodIdentity",
@@ -147,13 +147,13 @@ fn parse_translation(text: Option<String>) -> Result<Option<char>, AwsError> {
 
 /// The parts of an ARN `arn:partition:service:region:account:resource`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Arn<'a> {
+pub(crate) struct Arn<'a> {
     pub service: &'a str,
     pub region: &'a str,
 }
 
 /// Splits `name` as an ARN, if it is one.
-pub fn parse_arn(name: &str) -> Option<Arn<'_>> {
+pub(crate) fn parse_arn(name: &str) -> Option<Arn<'_>> {
     let mut parts = name.splitn(6, ':');
     let (arn, _partition, service, region, _account, resource) = (
         parts.next()?,
@@ -168,7 +168,10 @@ pub fn parse_arn(name: &str) -> Option<Arn<'_>> {
 
 impl MountParameters {
     /// Parses the attributes of a mount. `permission` is the driver's default file mode.
-    pub fn parse(attributes: &BTreeMap<String, String>, permission: u32) -> Result<Self, AwsError> {
+    pub(crate) fn parse(
+        attributes: &BTreeMap<String, String>,
+        permission: u32,
+    ) -> Result<Self, AwsError> {
         let raw: RawParameters = crate::parse::from_string_map(attributes)
             .map_err(|e| invalid("parameters", e.to_string()))?;
         let region = non_empty(raw.region);
@@ -220,7 +223,7 @@ impl MountParameters {
     }
 
     /// ASCP's rule: an ARN must name the region it is read from.
-    pub fn check_arn_regions(&self, region: &str) -> Result<(), AwsError> {
+    pub(crate) fn check_arn_regions(&self, region: &str) -> Result<(), AwsError> {
         for object in &self.objects {
             if let Some(arn) = parse_arn(&object.primary.name)
                 && arn.region != region

@@ -13,7 +13,7 @@ use super::AwsArgs;
 
 /// Everything the SDK clients of a mount share.
 #[derive(Debug, Clone)]
-pub struct SdkSettings {
+pub(crate) struct SdkSettings {
     /// HTTP client, retries, timeouts, FIPS and app name: one configuration for every service.
     shared: SdkConfig,
     sts_endpoint: Option<String>,
@@ -23,7 +23,7 @@ pub struct SdkSettings {
 
 impl SdkSettings {
     /// Settings from the node flags.
-    pub fn new(args: &AwsArgs) -> Self {
+    pub(crate) fn new(args: &AwsArgs) -> Self {
         use aws_smithy_http_client::tls;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
@@ -68,14 +68,14 @@ impl SdkSettings {
     }
 
     /// An STS client configuration (no credentials: AssumeRoleWithWebIdentity is unsigned).
-    pub fn sts(&self, region: &str) -> aws_sdk_sts::Config {
+    pub(crate) fn sts(&self, region: &str) -> aws_sdk_sts::Config {
         let mut b = aws_sdk_sts::config::Builder::from(&self.regional(region));
         b.set_endpoint_url(self.sts_endpoint.clone());
         b.build()
     }
 
     /// A Secrets Manager client for `region` with `credentials`.
-    pub fn secretsmanager(
+    pub(crate) fn secretsmanager(
         &self,
         region: &str,
         credentials: &Credentials,
@@ -87,7 +87,7 @@ impl SdkSettings {
     }
 
     /// An SSM client for `region` with `credentials`.
-    pub fn ssm(&self, region: &str, credentials: &Credentials) -> aws_sdk_ssm::Client {
+    pub(crate) fn ssm(&self, region: &str, credentials: &Credentials) -> aws_sdk_ssm::Client {
         let mut b = aws_sdk_ssm::config::Builder::from(&self.regional(region));
         b.set_endpoint_url(self.ssm_endpoint.clone());
         aws_sdk_ssm::Client::from_conf(b.credentials_provider(credentials.clone()).build())

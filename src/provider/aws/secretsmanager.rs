@@ -13,7 +13,7 @@ use crate::redact::Redacted;
 use crate::text::detail;
 
 /// Most ids one `BatchGetSecretValue` call takes.
-pub const BATCH: usize = 20;
+pub(crate) const BATCH: usize = 20;
 
 fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
     AwsError::Fetch {
@@ -42,7 +42,7 @@ fn value(
 }
 
 /// Reads `requests` from `region`; one outcome per request, in order.
-pub async fn fetch(
+pub(crate) async fn fetch(
     client: &Client,
     region: &str,
     requests: &[Request],

@@ -13,7 +13,7 @@ use super::files::{Outcome, Request, Value, gather};
 use crate::redact::Redacted;
 
 /// Most names one `GetParameters` call takes.
-pub const BATCH: usize = 10;
+pub(crate) const BATCH: usize = 10;
 
 fn failed(request: &Request, region: &str, failure: Failure) -> AwsError {
     AwsError::Fetch {
@@ -64,7 +64,7 @@ fn batches(requests: &[Request]) -> Vec<Vec<usize>> {
 }
 
 /// Reads `requests` from `region`; one outcome per request, in order.
-pub async fn fetch(
+pub(crate) async fn fetch(
     client: &Client,
     region: &str,
     requests: &[Request],

@@ -11,7 +11,7 @@ use crate::provider::{ErrorKind, ProviderFailure};
 
 /// One failure of an external plugin.
 #[derive(Debug, thiserror::Error)]
-pub enum PluginError {
+pub(crate) enum PluginError {
     #[error("provider {name:?} ({}) {call} failed: {message}", .socket.display())]
     Call {
         name: String,
@@ -46,7 +46,7 @@ pub enum PluginError {
 impl PluginError {
     /// A mount error the plugin reported with `code`, shown cut to 100 characters without
     /// control characters.
-    pub fn mount(name: &str, code: &str) -> Self {
+    pub(crate) fn mount(name: &str, code: &str) -> Self {
         Self::Mount {
             name: name.to_owned(),
             code: crate::text::one_line(code, 100),

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
-pub use self::error::PluginError;
+pub(crate) use self::error::PluginError;
 use super::{MountInput, MountOutput, ObjectVersion, Provider, ProviderError, ResolveError};
 use crate::fs::atomic_writer::Payload;
 use crate::proto::provider as pb;
@@ -21,7 +21,7 @@ use crate::provider::tokens::TOKENS_KEY;
 use crate::redact::Redacted;
 
 /// The API version keymount speaks to plugins.
-pub const API_VERSION: &str = "v1alpha1";
+pub(crate) const API_VERSION: &str = "v1alpha1";
 
 /// How keymount dials and calls external plugins.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ impl PluginClients {
 
     /// The client for plugin `name`; the socket is looked up on every call, so a plugin that
     /// starts after keymount (or moves) is found.
-    pub fn get(&self, name: &str) -> Result<Arc<dyn super::Provider>, ResolveError> {
+    pub(crate) fn get(&self, name: &str) -> Result<Arc<dyn super::Provider>, ResolveError> {
         let socket = self
             .settings
             .dirs
@@ -95,7 +95,7 @@ impl PluginClients {
 
 /// One external plugin.
 #[derive(Debug)]
-pub struct PluginProvider {
+pub(crate) struct PluginProvider {
     name: String,
     socket: PathBuf,
     client: CsiDriverProviderClient<Channel>,

@@ -14,13 +14,13 @@ use crate::redact::Redacted;
 
 /// A Vault token and how long Vault lets it live (`None`: no expiry).
 #[derive(Debug, Clone)]
-pub struct LoginToken {
+pub(crate) struct LoginToken {
     pub token: Redacted<String>,
     pub lease: Option<Duration>,
 }
 
 /// The pod's token for `audience`, or an error saying how to get kubelet to send it.
-pub fn pod_token<'a>(
+pub(crate) fn pod_token<'a>(
     tokens: &'a ServiceAccountTokens,
     audience: &str,
 ) -> Result<&'a Redacted<String>, VaultError> {
@@ -35,7 +35,7 @@ pub fn pod_token<'a>(
 }
 
 /// Logs in at `auth/<mount>/login` as `role` with the pod's `jwt`.
-pub async fn login(
+pub(crate) async fn login(
     http: &VaultHttp,
     conn: &Connection,
     mount: &str,

@@ -19,9 +19,9 @@ use crate::redact::Redacted;
 /// Who a Vault token belongs to. Two mounts share a token only when every field matches, so
 /// different ServiceAccounts (or different roles, mounts, namespaces, servers) never do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub connection: Connection,
-    pub auth_mount: String,
+    pub(crate) auth_mount: String,
     pub role: String,
     /// ServiceAccount `namespace/name` plus the token's issuer, subject and ServiceAccount
     /// uid; a digest of the token itself when none of those is known.
@@ -39,7 +39,7 @@ struct Cached {
 
 /// The token cache. `capacity` 0 turns caching off (a login per read, as before upstream 1.4).
 #[derive(Debug)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     slots: Slots<Identity, Cached>,
 }
 
@@ -54,7 +54,7 @@ fn valid_until(now: Instant, lease: Option<Duration>) -> Instant {
 
 impl TokenCache {
     /// A cache holding at most `capacity` identities.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             slots: Slots::new(capacity),
         }
@@ -62,7 +62,7 @@ impl TokenCache {
 
     /// A valid token for `id`, logging in with `login` only if none is cached. Concurrent
     /// callers of one identity wait for a single login. The flag is true for a new token.
-    pub async fn get<F, Fut>(
+    pub(crate) async fn get<F, Fut>(
         &self,
         id: &Identity,
         login: F,
@@ -99,7 +99,7 @@ impl TokenCache {
     }
 
     /// Forgets `token` for `id` (Vault refused it); a newer token stays.
-    pub async fn invalidate(&self, id: &Identity, token: &Redacted<String>) {
+    pub(crate) async fn invalidate(&self, id: &Identity, token: &Redacted<String>) {
         if let Some(slot) = self.slots.get(id) {
             let mut cached = slot.lock().await;
             if cached.as_ref().is_some_and(|c| c.token == *token) {
@@ -109,18 +109,14 @@ impl TokenCache {
     }
 
     /// Number of identities with a slot (for tests and debugging).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// True when no identity has a slot.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 }
 
 /// Joins concurrent calls with the same key into one execution; all get its result.
-pub struct InFlight<K, V: Clone> {
+pub(crate) struct InFlight<K, V: Clone> {
     running: Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
 }
 
@@ -143,7 +139,7 @@ impl<K, V: Clone> Default for InFlight<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone + Send + Sync + 'static> InFlight<K, V> {
     /// Runs `make()` unless a call with `key` is already running, then awaits the result.
     /// The flag is true for the caller whose `make()` ran, false for one that joined.
-    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> (V, bool)
+    pub(crate) async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> (V, bool)
     where
         F: Future<Output = V> + Send + 'static,
     {

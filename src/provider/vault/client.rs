@@ -25,7 +25,7 @@ use crate::text::error_chain;
 
 /// One request to Vault.
 #[derive(Debug)]
-pub struct VaultRequest<'a> {
+pub(crate) struct VaultRequest<'a> {
     pub method: reqwest::Method,
     /// Path with the `/v1/` prefix and any query, e.g. `/v1/secret/data/db?version=2`.
     pub path: &'a str,
@@ -35,7 +35,7 @@ pub struct VaultRequest<'a> {
 
 /// Vault's answer: status and body (the body may hold secrets; it is never logged).
 #[derive(Debug)]
-pub struct VaultResponse {
+pub(crate) struct VaultResponse {
     pub status: u16,
     pub body: Redacted<Vec<u8>>,
 }
@@ -49,7 +49,7 @@ type ClientKey = (String, TlsSettings, bool);
 
 /// Builds and reuses HTTP clients per TLS settings and transport.
 #[derive(Debug)]
-pub struct VaultHttp {
+pub(crate) struct VaultHttp {
     clients: Mutex<Lru<ClientKey, reqwest::Client>>,
     access: Access,
     max_response_bytes: usize,
@@ -61,7 +61,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 impl VaultHttp {
     /// Clients that read class-named files and reach class-named addresses only as `access`
     /// allows, and read at most `max_response_bytes` of any response body.
-    pub fn new(access: Access, max_response_bytes: usize) -> Self {
+    pub(crate) fn new(access: Access, max_response_bytes: usize) -> Self {
         Self {
             clients: Mutex::new(Lru::new(CLIENT_CACHE_SIZE)),
             access,
@@ -70,12 +70,12 @@ impl VaultHttp {
     }
 
     /// Number of HTTP clients kept.
-    pub fn cached_clients(&self) -> usize {
+    pub(crate) fn cached_clients(&self) -> usize {
         self.clients.lock().unwrap().len()
     }
 
     /// Sends one request. Transport failures are `Unavailable`; HTTP statuses are returned.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         conn: &Connection,
         req: VaultRequest<'_>,
@@ -173,7 +173,7 @@ impl VaultHttp {
 }
 
 /// A request path without its query (queries may carry arguments).
-pub fn strip_query(path: &str) -> &str {
+pub(crate) fn strip_query(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 

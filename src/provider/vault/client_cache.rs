@@ -5,7 +5,7 @@
 /// At most `capacity` entries; a lookup makes an entry the most recent, an insert into a full
 /// map drops the least recent one.
 #[derive(Debug)]
-pub struct Lru<K, V> {
+pub(crate) struct Lru<K, V> {
     /// Oldest first.
     entries: Vec<(K, V)>,
     capacity: usize,
@@ -13,7 +13,7 @@ pub struct Lru<K, V> {
 
 impl<K: PartialEq, V: Clone> Lru<K, V> {
     /// Room for `capacity` entries (at least one).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             entries: Vec::new(),
             capacity: capacity.max(1),
@@ -21,7 +21,7 @@ impl<K: PartialEq, V: Clone> Lru<K, V> {
     }
 
     /// The value of `key`, now the most recently used.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         let at = self.entries.iter().position(|(k, _)| k == key)?;
         let entry = self.entries.remove(at);
         let value = entry.1.clone();
@@ -30,7 +30,7 @@ impl<K: PartialEq, V: Clone> Lru<K, V> {
     }
 
     /// Adds `key`, dropping the least recently used entry when full.
-    pub fn insert(&mut self, key: K, value: V) {
+    pub(crate) fn insert(&mut self, key: K, value: V) {
         self.entries.retain(|(k, _)| *k != key);
         if self.entries.len() >= self.capacity {
             self.entries.remove(0);
@@ -39,13 +39,8 @@ impl<K: PartialEq, V: Clone> Lru<K, V> {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -110,7 +110,7 @@ impl ProviderFailure for VaultError {
 
 /// Vault's `{"errors": [...]}` list, shortened; Vault's error texts hold no secret values.
 /// Any other body is never quoted (it could be a secret, or a proxy's page): only its size.
-pub fn detail_of(body: &[u8]) -> String {
+pub(crate) fn detail_of(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         #[serde(default)]

@@ -29,7 +29,7 @@ use crate::redact::Redacted;
 /// Vault's response, field for field as Vault's Go client serializes `api.Secret` (the file
 /// content when an object has no `secretKey`).
 #[derive(Clone, Default, Serialize, Deserialize)]
-pub struct Secret {
+pub(crate) struct Secret {
     #[serde(default)]
     request_id: String,
     #[serde(default)]
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Secret {
 
 /// What identifies one Vault request of a mount: path (with query), method and arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestKey {
+pub(crate) struct RequestKey {
     pub path: String,
     pub method: String,
     pub args: Option<String>,
@@ -70,7 +70,7 @@ pub struct RequestKey {
 impl RequestKey {
     /// A read that may be shared with other mounts of the identity: a `GET` (Vault's read).
     /// Every other method may create something (PKI `issue`, `sign`, transit, ...).
-    pub fn may_join(&self) -> bool {
+    pub(crate) fn may_join(&self) -> bool {
         self.method == "GET"
     }
 
@@ -94,7 +94,7 @@ impl RequestKey {
 }
 
 /// Vault's `/v1/` prefix added as vault-csi-provider does.
-pub fn v1_path(path: &str) -> String {
+pub(crate) fn v1_path(path: &str) -> String {
     if path.starts_with("/v1/") {
         path.to_owned()
     } else if path.starts_with("v1/") {
@@ -193,7 +193,7 @@ async fn read_once(
 }
 
 /// Reads every object of a mount and builds the files, versions and refresh time.
-pub async fn fetch_all(
+pub(crate) async fn fetch_all(
     shared: &Arc<Shared>,
     id: &Identity,
     jwt: &Redacted<String>,

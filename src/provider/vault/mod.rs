@@ -1,12 +1,12 @@
 //! The built-in `vault` provider: the same SecretProviderClass parameters as
 //! vault-csi-provider, served in-process, logging in with the pod's own token.
 
-pub mod auth;
-pub mod cache;
+pub(crate) mod auth;
+pub(crate) mod cache;
 pub mod client;
-pub mod client_cache;
-pub mod error;
-pub mod fetch;
+pub(crate) mod client_cache;
+pub(crate) mod error;
+pub(crate) mod fetch;
 pub mod params;
 
 use std::path::PathBuf;
@@ -29,47 +29,47 @@ use super::{MountInput, MountOutput, Provider, ProviderError};
 pub struct VaultArgs {
     /// Default Vault address when a class sets no `vaultAddress` (`unix://` for a Vault Agent).
     #[arg(long, env = "VAULT_ADDR")]
-    pub vault_addr: Option<String>,
+    pub(crate) vault_addr: Option<String>,
 
     /// Default auth mount path (`vaultAuthMountPath`).
     #[arg(long, env = "KEYMOUNT_VAULT_MOUNT", default_value = "kubernetes")]
-    pub vault_mount: String,
+    pub(crate) vault_mount: String,
 
     /// Default Vault namespace (`vaultNamespace`).
     #[arg(long, env = "VAULT_NAMESPACE")]
-    pub vault_namespace: Option<String>,
+    pub(crate) vault_namespace: Option<String>,
 
     /// Default CA certificate file (`vaultCACertPath`).
     #[arg(long, env = "VAULT_CACERT")]
-    pub vault_tls_ca_cert: Option<PathBuf>,
+    pub(crate) vault_tls_ca_cert: Option<PathBuf>,
 
     /// Default CA directory (`vaultCADirectory`).
     #[arg(long, env = "VAULT_CAPATH")]
-    pub vault_tls_ca_directory: Option<PathBuf>,
+    pub(crate) vault_tls_ca_directory: Option<PathBuf>,
 
     /// Default TLS server name to verify (`vaultTLSServerName`).
     #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
-    pub vault_tls_server_name: Option<String>,
+    pub(crate) vault_tls_server_name: Option<String>,
 
     /// Default client certificate for mTLS (`vaultTLSClientCertPath`).
     #[arg(long, env = "VAULT_CLIENT_CERT")]
-    pub vault_tls_client_cert: Option<PathBuf>,
+    pub(crate) vault_tls_client_cert: Option<PathBuf>,
 
     /// Default client key for mTLS (`vaultTLSClientKeyPath`).
     #[arg(long, env = "VAULT_CLIENT_KEY")]
-    pub vault_tls_client_key: Option<PathBuf>,
+    pub(crate) vault_tls_client_key: Option<PathBuf>,
 
     /// Skip verification of Vault's certificate (`vaultSkipTLSVerify`); for tests only.
     #[arg(long, env = "VAULT_SKIP_VERIFY", default_value_t = false)]
-    pub vault_tls_skip_verify: bool,
+    pub(crate) vault_tls_skip_verify: bool,
 
     /// Identities whose Vault token is cached; 0 logs in for every mount.
     #[arg(long, env = "KEYMOUNT_VAULT_CACHE_SIZE", default_value_t = 1000)]
-    pub vault_cache_size: usize,
+    pub(crate) vault_cache_size: usize,
 
     /// Vault requests of one mount run at most this many at once.
     #[arg(long, env = "KEYMOUNT_VAULT_CONCURRENCY", default_value_t = 8)]
-    pub vault_concurrency: usize,
+    pub(crate) vault_concurrency: usize,
 }
 
 impl Default for VaultArgs {

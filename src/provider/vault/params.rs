@@ -13,12 +13,12 @@ use crate::parse::non_blank;
 use crate::provider::access::Access;
 
 /// Audience of the kubelet token used when the class names none.
-pub const DEFAULT_AUDIENCE: &str = "vault";
+pub(crate) const DEFAULT_AUDIENCE: &str = "vault";
 
 /// The parameters a pod's `volumeAttributes` may not override unless the admin allows it:
 /// every parameter read here but `objects` (which only chooses paths the pod's own Vault role
 /// may read) and kubelet's `csi.storage.k8s.io/*` keys.
-pub const CLASS_ONLY: &[&str] = &[
+pub(crate) const CLASS_ONLY: &[&str] = &[
     "roleName",
     "vaultAddress",
     "vaultNamespace",
@@ -68,7 +68,7 @@ struct RawParameters {
 
 /// A node file a TLS setting names, and who named it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NodeFile {
+pub(crate) struct NodeFile {
     pub path: PathBuf,
     /// The class parameter that named it (opened only beneath `--allowed-file-dirs`), or
     /// `None` for the admin's own flag.
@@ -93,24 +93,24 @@ impl NodeFile {
 
 /// How to reach Vault over TLS. Files are read on the node (the provider runs in-process).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     pub ca_cert: Option<NodeFile>,
-    pub ca_directory: Option<NodeFile>,
-    pub server_name: Option<String>,
-    pub skip_verify: bool,
-    pub client_cert: Option<NodeFile>,
-    pub client_key: Option<NodeFile>,
+    pub(crate) ca_directory: Option<NodeFile>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) skip_verify: bool,
+    pub(crate) client_cert: Option<NodeFile>,
+    pub(crate) client_key: Option<NodeFile>,
 }
 
 /// Where Vault is and how to talk to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// Base address without a trailing slash, e.g. `https://vault:8200` or `unix:///agent.sock`.
     pub address: String,
     /// The class named the address: it was checked against `--allowed-store-addresses` and
     /// every name it resolves to is checked again when connecting. `false`: the admin's
     /// `--vault-addr`.
-    pub from_class: bool,
+    pub(crate) from_class: bool,
     /// `X-Vault-Namespace` header, if any.
     pub namespace: Option<String>,
     pub tls: TlsSettings,
@@ -120,32 +120,36 @@ pub struct Connection {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretObject {
+    /// The file name the value is written to.
     pub object_name: String,
-    pub secret_path: String,
+    pub(crate) secret_path: String,
+    /// The key within the secret's data; the whole data as JSON when absent.
     #[serde(default)]
     pub secret_key: Option<String>,
     #[serde(default)]
-    pub secret_args: Option<BTreeMap<String, serde_json::Value>>,
+    pub(crate) secret_args: Option<BTreeMap<String, serde_json::Value>>,
+    /// The HTTP method of the request (GET when absent).
     #[serde(default)]
     pub method: Option<String>,
+    /// How the value is decoded before it is written (`utf-8`, `hex`, `base64`).
     #[serde(default)]
     pub encoding: Option<String>,
     #[serde(default)]
-    pub file_permission: Option<FilePermission>,
+    pub(crate) file_permission: Option<FilePermission>,
 }
 
 /// `filePermission` as YAML gives it: an integer (`420`, `0o644`) or a Go-style octal
 /// literal (`0644`), which YAML 1.2 parsers hand over as a string.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
-pub enum FilePermission {
+pub(crate) enum FilePermission {
     Number(u32),
     Text(String),
 }
 
 impl FilePermission {
     /// The mode bits, read the way Go's `strconv.ParseInt(s, 0, 32)` reads them.
-    pub fn mode(&self) -> Option<u32> {
+    pub(crate) fn mode(&self) -> Option<u32> {
         let mode = match self {
             Self::Number(n) => *n,
             Self::Text(t) => {
@@ -167,14 +171,14 @@ impl FilePermission {
 
 /// Everything one mount needs, merged and validated.
 #[derive(Debug, Clone)]
-pub struct MountParameters {
+pub(crate) struct MountParameters {
     pub connection: Connection,
     pub role: String,
-    pub auth_mount: String,
+    pub(crate) auth_mount: String,
     pub audience: String,
     pub objects: Vec<SecretObject>,
     /// ServiceAccount `namespace/name` from the volume context (part of the cache identity).
-    pub service_account: Option<String>,
+    pub(crate) service_account: Option<String>,
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> VaultError {
@@ -187,7 +191,7 @@ fn invalid(name: &str, reason: impl Into<String>) -> VaultError {
 impl MountParameters {
     /// Parses the attributes of a mount and overlays them on the node defaults; an address
     /// the class names must be one `access` allows.
-    pub fn parse(
+    pub(crate) fn parse(
         attributes: &BTreeMap<String, String>,
         defaults: &VaultArgs,
         access: &Access,

@@ -18,7 +18,7 @@ use crate::volume::pod_status::{self, PodStatusInput};
 use crate::volume::publish::PublishError;
 
 /// Reports through the node's API client.
-pub struct KubeReporter {
+pub(crate) struct KubeReporter {
     client: kube::Client,
     /// This node's name (label of the pod status objects, source of the events).
     node_id: String,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for KubeReporter {
 
 impl KubeReporter {
     /// Reports as node `node_id`, with the Secret sync off.
-    pub fn new(client: kube::Client, node_id: impl Into<String>) -> Self {
+    pub(crate) fn new(client: kube::Client, node_id: impl Into<String>) -> Self {
         let node_id = node_id.into();
         Self {
             events: PodEvents::new(client.clone(), node_id.clone()),
@@ -49,13 +49,13 @@ impl KubeReporter {
     }
 
     /// Runs the event writes among `background`, which the node joins at shutdown.
-    pub fn in_background(mut self, background: Background) -> Self {
+    pub(crate) fn in_background(mut self, background: Background) -> Self {
         self.events = self.events.in_background(background);
         self
     }
 
     /// Turns on the sync of `secretObjects` to Kubernetes Secrets.
-    pub fn with_secret_sync(mut self, sync: SecretSync) -> Self {
+    pub(crate) fn with_secret_sync(mut self, sync: SecretSync) -> Self {
         self.secret_sync = Some(sync);
         self
     }

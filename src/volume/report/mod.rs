@@ -16,12 +16,12 @@ use crate::class::crd::SecretObject;
 use crate::provider::ObjectVersion;
 use crate::sync::FileLookup;
 
-pub use api::KubeReporter;
+pub(crate) use api::KubeReporter;
 
 /// The volume a report is about: the pod it is mounted for, its class and provider, and
 /// where it is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodVolume {
+pub(crate) struct PodVolume {
     pub volume_id: String,
     /// The target path, as kubelet sent it.
     pub target: PathBuf,
@@ -37,12 +37,12 @@ pub struct PodVolume {
 
 impl PodVolume {
     /// `namespace/name` of the class, for messages.
-    pub fn class_id(&self) -> String {
+    pub(crate) fn class_id(&self) -> String {
         format!("{}/{}", self.namespace, self.class)
     }
 
     /// The pod, when kubelet named it.
-    pub fn pod(&self) -> Option<PodRef> {
+    pub(crate) fn pod(&self) -> Option<PodRef> {
         Some(PodRef {
             namespace: self.namespace.clone(),
             name: self.pod_name.clone()?,
@@ -53,7 +53,7 @@ impl PodVolume {
 
 /// What a republish that asked the provider did.
 #[derive(Debug, Clone, Copy)]
-pub enum Rotation<'a> {
+pub(crate) enum Rotation<'a> {
     /// The files were written; `changed` when new content was swapped in.
     Done { changed: bool },
     /// The files were written, but the pod status or the state record was not: the status
@@ -68,7 +68,7 @@ pub enum Rotation<'a> {
 
 impl Rotation<'_> {
     /// True when new content was swapped in.
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         match self {
             Self::Done { changed } | Self::StatusStale { changed, .. } => *changed,
             Self::Failed(_) => false,
@@ -76,7 +76,7 @@ impl Rotation<'_> {
     }
 
     /// What went wrong, if anything did.
-    pub fn error(&self) -> Option<&PublishError> {
+    pub(crate) fn error(&self) -> Option<&PublishError> {
         match self {
             Self::Done { .. } => None,
             Self::StatusStale { error, .. } | Self::Failed(error) => Some(error),
@@ -86,7 +86,7 @@ impl Rotation<'_> {
 
 /// Tells the cluster about published volumes.
 #[async_trait]
-pub trait Reporter: Send + Sync + std::fmt::Debug {
+pub(crate) trait Reporter: Send + Sync + std::fmt::Debug {
     /// Writes the volume's SecretProviderClassPodStatus with the object `versions` now
     /// mounted; nothing when the volume context does not name the pod.
     async fn pod_status(
@@ -112,7 +112,7 @@ pub trait Reporter: Send + Sync + std::fmt::Debug {
 
 /// The reporter of local mode: there is no API server to tell.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LocalReporter;
+pub(crate) struct LocalReporter;
 
 #[async_trait]
 impl Reporter for LocalReporter {

@@ -29,8 +29,6 @@ use crate::mount::{KubeletRoot, LinuxMounter, Mounter};
 use crate::provider::Providers;
 use crate::provider::access::OverridePolicy;
 
-pub use recover::Recovered;
-
 /// Node-wide settings of the volume service.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -105,13 +103,13 @@ impl VolumeService {
     }
 
     /// Reports pod statuses, events and Secret syncs through `reporter`.
-    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+    pub(crate) fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
         self.reporter = reporter;
         self
     }
 
     /// Reads pods through `client` for `--fs-group-from-pod`.
-    pub fn with_pod_reads(mut self, client: kube::Client) -> Self {
+    pub(crate) fn with_pod_reads(mut self, client: kube::Client) -> Self {
         self.pods = Some(client);
         self
     }
@@ -127,7 +125,7 @@ impl VolumeService {
     /// the caller gives up (kubelet's deadline passed, the call cancelled); the task still
     /// finishes the publish or its cleanup, holding the volume's lock until then (a retry
     /// meanwhile gets ABORTED), so no tmpfs stays mounted with nothing recording it.
-    pub async fn publish_detached(
+    pub(crate) async fn publish_detached(
         self: &Arc<Self>,
         req: PublishRequest,
     ) -> Result<PublishOutcome, PublishError> {
@@ -140,12 +138,12 @@ impl VolumeService {
     }
 
     /// Ready once the class source has synced.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.classes.is_synced()
     }
 
     /// The records of published volumes.
-    pub fn states(&self) -> &VolumeStates {
+    pub(crate) fn states(&self) -> &VolumeStates {
         &self.states
     }
 

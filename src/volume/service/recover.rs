@@ -15,7 +15,7 @@ use crate::volume::state::VolumeRecord;
 
 /// What start-up found in the state directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// Records whose tmpfs is still mounted: served as before the restart.
     pub kept: usize,
     /// Records whose target is no longer a mount point: forgotten (a publish mounts afresh).
@@ -24,7 +24,7 @@ pub struct Recovered {
 
 impl VolumeService {
     /// Keeps the records whose target is still mounted and drops the others.
-    pub async fn recover(&self) -> Recovered {
+    pub(crate) async fn recover(&self) -> Recovered {
         let (mounter, root) = (Arc::clone(&self.mounter), self.config.kubelet_root.clone());
         let records = self.states.all();
         let verdicts = off_runtime(move || {

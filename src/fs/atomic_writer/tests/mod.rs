@@ -9,8 +9,10 @@ mod room;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::dirfd::{DirFd, Kind};
+use super::layout::DataLink;
 use super::*;
 
 thread_local! {
@@ -18,7 +20,7 @@ thread_local! {
 }
 
 /// True while a test wants the write to run into the file system's own ENOSPC.
-pub fn skip_room_check() -> bool {
+pub(crate) fn skip_room_check() -> bool {
     SKIP_ROOM_CHECK.with(Cell::get)
 }
 
@@ -32,6 +34,29 @@ pub(super) fn bytes(path: &str, mode: u32, contents: Vec<u8>) -> Payload {
         mode,
         contents: Redacted::new(contents),
     }
+}
+
+/// Reads the files of the current generation back: `relative path -> absolute path`,
+/// following the layout this writer makes (what a test checks a write with).
+pub(super) fn current_files(target: &Path) -> Result<Vec<(String, PathBuf)>, WriteError> {
+    let vol = DirFd::open(target).map_err(at("open", target))?;
+    let DataLink::Valid(generation) = super::layout::data_link(&vol)? else {
+        return Ok(Vec::new());
+    };
+    let gen_dir = vol
+        .child(generation.as_str())
+        .map_err(at("open", &target.join(&generation)))?;
+    let mut out = Vec::new();
+    read::collect_files(&gen_dir, "", &mut out).map_err(at("read", &gen_dir.path))?;
+    let root = target.join(generation);
+    Ok(out
+        .into_iter()
+        .filter(|(_, kind)| *kind == Kind::File)
+        .map(|(rel, _)| {
+            let path = root.join(&rel);
+            (rel, path)
+        })
+        .collect())
 }
 
 pub(super) fn names(dir: &Path) -> BTreeSet<String> {
