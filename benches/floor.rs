@@ -9,7 +9,11 @@
 //! publish (`common/grpc_round_trip.rs`), so keymount's figures can also be read against the
 //! kernel's floor plus that.
 //!
-//! `cargo bench --bench floor -- [--volumes N] [--disk fresh-ext4|here]`
+//! With `--api`, it also measures the one write a publish makes to the API server on the real
+//! path, the pod status's server-side apply (`common/status_apply.rs`), against the test
+//! bed's kube-apiserver (`KEYMOUNT_TEST_KUBECONFIG`, or one started for the run).
+//!
+//! `cargo bench --bench floor -- [--volumes N] [--disk fresh-ext4|here] [--api]`
 
 use std::fs;
 use std::io::Write as _;
@@ -137,9 +141,16 @@ fn main() {
     publish.print("publish", volumes);
     unpublish.print("unpublish", volumes);
     grpc_round_trip::run(volumes.max(1000), cpu_us);
+    if args.iter().any(|a| a == "--api") {
+        status_apply::run(volumes.max(1000), cpu_us);
+    }
 }
 
 #[path = "common/fresh_disk.rs"]
 mod fresh_disk;
 #[path = "common/grpc_round_trip.rs"]
 mod grpc_round_trip;
+#[path = "common/status_apply.rs"]
+mod status_apply;
+#[path = "../tests/support/mod.rs"]
+mod support;

@@ -1,7 +1,7 @@
 //! The SecretProviderClassPodStatus object, written exactly as upstream names and shapes it
 //! (users, restart controllers and the sync controller read it).
 
-use kube::Api;
+use kube::Resource as _;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -67,12 +67,16 @@ pub async fn apply(client: &kube::Client, input: &PodStatusInput<'_>) -> Result<
             "objects": objects,
         },
     });
-    let api: Api<SecretProviderClassPodStatus> = Api::namespaced(client.clone(), input.namespace);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await?;
+    // The API server answers with the whole object; nothing here reads it, so it is drained
+    // as text instead of parsed (the request is what `Api::patch` sends).
+    let url = SecretProviderClassPodStatus::url_path(&(), Some(input.namespace));
+    let request = kube::core::Request::new(url)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(request).await?;
     Ok(())
 }
