@@ -26,7 +26,8 @@ pub(crate) trait Mounter: Send + Sync + std::fmt::Debug {
     fn harden(&self, open: &OpenTarget) -> io::Result<()>;
 
     /// Unmounts keymount's tmpfs layers at `target` and removes the then empty directory.
-    fn unmount_and_remove(&self, target: &Target) -> Result<(), MountError>;
+    /// `device`, as for [`Mounter::inspect`], spares the mount table's read for the top layer.
+    fn unmount_and_remove(&self, target: &Target, device: Option<u64>) -> Result<(), MountError>;
 }
 
 /// The node's real mounts.
@@ -53,7 +54,7 @@ impl Mounter for LinuxMounter {
         owned::harden(open)
     }
 
-    fn unmount_and_remove(&self, target: &Target) -> Result<(), MountError> {
-        owned::unmount_and_remove(target)
+    fn unmount_and_remove(&self, target: &Target, device: Option<u64>) -> Result<(), MountError> {
+        owned::unmount_and_remove(target, device)
     }
 }

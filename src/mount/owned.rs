@@ -163,10 +163,17 @@ pub(crate) fn harden(open: &OpenTarget) -> io::Result<()> {
 
 /// Unmounts the tmpfs layers at `target` and removes the then empty directory; an absent
 /// target is fine. A mount that is not a tmpfs keymount may take is refused and left, and so
-/// is everything below it.
-pub(crate) fn unmount_and_remove(target: &Target) -> Result<(), MountError> {
+/// is everything below it. `device` is the one keymount recorded when it filled the volume:
+/// the top layer is then recognised as in [`inspect_recorded`], without reading the mount
+/// table; every layer below it, and a top that is not that tmpfs any more, go through it.
+pub(crate) fn unmount_and_remove(target: &Target, device: Option<u64>) -> Result<(), MountError> {
+    let mut recorded = device;
     for _ in 0..MAX_LAYERS {
-        match inspect(target)? {
+        let found = match recorded.take() {
+            Some(device) => inspect_recorded(target, device)?,
+            None => inspect(target)?,
+        };
+        match found {
             Found::Absent => return Ok(()),
             Found::Directory(open) => return remove_empty(target, &open),
             Found::Tmpfs { target: open, .. } => {
@@ -230,10 +237,50 @@ mod tests {
         tmpfs_at(&path);
         tmpfs_at(&path);
         let target = root.parse(path.to_str().unwrap()).unwrap();
-        unmount_and_remove(&target).unwrap();
+        unmount_and_remove(&target, None).unwrap();
         assert!(!path.exists());
         // Again, and on a path never published: nothing to do.
-        unmount_and_remove(&target).unwrap();
+        unmount_and_remove(&target, None).unwrap();
+    }
+
+    #[test]
+    fn a_recorded_tmpfs_is_unmounted_and_the_layers_below_it_peeled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(dir.path()).unwrap();
+        let path = root.target_of(UID, "secrets");
+        tmpfs_at(&path);
+        tmpfs_at(&path);
+        let device = std::fs::metadata(&path).unwrap().dev();
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        unmount_and_remove(&target, Some(device)).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_recorded_device_does_not_let_a_read_only_tmpfs_be_unmounted() {
+        use nix::mount::{MsFlags, mount};
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = KubeletRoot::new(dir.path()).unwrap();
+        let path = root.target_of(UID, "secrets");
+        tmpfs_at(&path);
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .unwrap();
+        let device = std::fs::metadata(&path).unwrap().dev();
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        let error = unmount_and_remove(&target, Some(device)).unwrap_err();
+        assert!(
+            matches!(error, MountError::Foreign { .. }),
+            "the read-only tmpfs goes through the mount table and is refused: {error}"
+        );
+        assert!(is_mount_point(&path).unwrap(), "it stays mounted");
+        assert!(mount::unmount(&path).unwrap());
     }
 
     #[test]
@@ -247,7 +294,7 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
 
         let target = root.parse(path.to_str().unwrap()).unwrap();
-        let error = unmount_and_remove(&target).unwrap_err();
+        let error = unmount_and_remove(&target, None).unwrap_err();
         assert!(
             matches!(error, MountError::Target(TargetError::Symlink { .. })),
             "{error}"

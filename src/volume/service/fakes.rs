@@ -107,7 +107,7 @@ impl Mounter for FakeMounter {
         Ok(())
     }
 
-    fn unmount_and_remove(&self, target: &Target) -> Result<(), MountError> {
+    fn unmount_and_remove(&self, target: &Target, _device: Option<u64>) -> Result<(), MountError> {
         self.unmount(target)
     }
 }

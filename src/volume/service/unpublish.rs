@@ -1,5 +1,6 @@
 //! NodeUnpublishVolume: check the target, unmount the tmpfs there, remove the directory,
-//! forget the volume. Idempotent. A target that is not a valid path under the kubelet root
+//! forget the volume. The tmpfs keymount recorded there is recognised by its device without
+//! reading the node's mount table. Idempotent. A target that is not a valid path under the kubelet root
 //! is refused before anything is touched, and a mount keymount may not take (not a whole,
 //! unshared, read-write tmpfs) is neither unmounted nor removed.
 
@@ -34,8 +35,14 @@ impl VolumeService {
             .locks
             .try_lock(&req.volume_id)
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
+        // The volume keymount recorded at this target: its tmpfs is known by its device.
+        let device = self
+            .states
+            .get(&req.volume_id)
+            .filter(|r| r.target_path == target.path())
+            .and_then(|r| r.device);
         let mounter = Arc::clone(&self.mounter);
-        off_runtime(move || mounter.unmount_and_remove(&target)).await?;
+        off_runtime(move || mounter.unmount_and_remove(&target, device)).await?;
         self.states.remove(&req.volume_id).await;
         Ok(())
     }
