@@ -284,6 +284,7 @@ async fn main() {
     // 1. First publishes (mount tmpfs, call the plugin, validate, write, record state).
     let mut first = Vec::new();
     let (mut node_cpu, mut driver_cpu, mut wall) = (Cpu::default(), Cpu::default(), Duration::ZERO);
+    let mut node_unpublish_cpu = Cpu::default();
     let (mut idle, mut total) = (0, 0);
     let mut done = 0;
     while done < s.volumes {
@@ -298,7 +299,9 @@ async fn main() {
         total += machine_after.1 - machine_before.1;
         node_cpu.add_since(node_before, Cpu::of_node(&node).await);
         driver_cpu.add_since(driver_before, Cpu::of_self());
+        let node_before = Cpu::of_node(&node).await;
         unpublish_all(&node, &work, &kubelet, done..done + batch, s.concurrency).await;
+        node_unpublish_cpu.add_since(node_before, Cpu::of_node(&node).await);
         done += batch;
     }
     report("NodePublishVolume (mount)", first);
@@ -312,6 +315,10 @@ async fn main() {
         "  throughput {:.0}/s; CPU per publish: node {node_user:.0} µs user + {node_system:.0} µs system, \
          load driver and plugin {driver_user:.0} µs user + {driver_system:.0} µs system",
         s.volumes as f64 / wall.as_secs_f64()
+    );
+    let (unpublish_user, unpublish_system) = node_unpublish_cpu.per_call(s.volumes);
+    println!(
+        "  CPU per unpublish: node {unpublish_user:.0} µs user + {unpublish_system:.0} µs system"
     );
 
     // 2. 110 volumes mounted (kubelet's default max pods), then kubelet-style republishes.

@@ -45,6 +45,17 @@ pub enum Command {
     Crd(CrdArgs),
 }
 
+impl Cli {
+    /// The async runtime's worker threads the role asks for; `None`: tokio's default (one per
+    /// CPU), for the short-lived tools.
+    pub fn worker_threads(&self) -> Option<usize> {
+        match &self.command {
+            Command::Node(args) => Some(usize::from(args.worker_threads)),
+            Command::Csi(_) | Command::Fetch(_) | Command::Crd(_) => None,
+        }
+    }
+}
+
 /// Parses `1048576`, `16M`, `16Mi`, `1G`, `512k`, ...
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -130,6 +141,27 @@ mod tests {
                     .is_empty(),
             "no file parameters, default addresses, no overrides unless the admin lists them"
         );
+    }
+
+    #[test]
+    fn the_node_runs_on_two_worker_threads_unless_told_and_never_on_none() {
+        let parse = |extra: &[&str]| {
+            let args = ["keymount", "node", "--nodeid", "n1"].iter().chain(extra);
+            Cli::try_parse_from(args.copied())
+        };
+        assert_eq!(parse(&[]).unwrap().worker_threads(), Some(2));
+        assert_eq!(
+            parse(&["--worker-threads", "1"]).unwrap().worker_threads(),
+            Some(1)
+        );
+        for bad in ["0", "65", "-1", "two"] {
+            assert!(
+                parse(&["--worker-threads", bad]).is_err(),
+                "--worker-threads {bad} is refused"
+            );
+        }
+        let crd = Cli::try_parse_from(["keymount", "crd"]).unwrap();
+        assert_eq!(crd.worker_threads(), None, "the tools keep tokio's default");
     }
 
     #[test]

@@ -100,6 +100,13 @@ pub struct NodeArgs {
     /// On SIGTERM: how long calls in flight may take to finish before the process exits.
     #[arg(long, env = "KEYMOUNT_SHUTDOWN_GRACE_PERIOD", default_value = "20s", value_parser = humantime::parse_duration)]
     pub(crate) shutdown_grace_period: Duration,
+
+    /// Threads that run the node's calls (the async runtime's workers; the file system steps
+    /// that may sleep in the kernel run on a pool of their own). A node plugin needs few
+    /// whatever the size of the node: 1 spends the least CPU per publish, 2 keeps /healthz
+    /// and the other calls answering while one call holds a thread.
+    #[arg(long, env = "KEYMOUNT_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) worker_threads: u16,
 }
 
 impl NodeArgs {
