@@ -146,6 +146,15 @@ fn main() {
     }
 }
 
+/// The runtime the floors that need one run on: two workers, as keymount's node.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[path = "common/fresh_disk.rs"]
 mod fresh_disk;
 #[path = "common/grpc_round_trip.rs"]

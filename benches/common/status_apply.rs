@@ -14,12 +14,7 @@ use crate::support::kube::TestKube;
 
 /// Applies `calls` status objects one at a time; prints p50 and the CPU per call.
 pub(crate) fn run(calls: usize, cpu_us: fn() -> (f64, f64)) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    crate::two_worker_runtime().block_on(async {
         let kube = TestKube::get();
         kube.install_keymount_crds().await;
         let namespace = kube.namespace("floor").await;

@@ -229,14 +229,21 @@ mod tests {
         mount::mount_tmpfs(path, Some(1 << 20)).expect("mount tmpfs (the tests run as root)");
     }
 
+    /// A pod's target under `dir` with `layers` tmpfs mounted on it, as a path and parsed.
+    fn mounted_target(dir: &std::path::Path, layers: usize) -> (std::path::PathBuf, Target) {
+        let root = KubeletRoot::new(dir).unwrap();
+        let path = root.target_of(UID, "secrets");
+        for _ in 0..layers {
+            tmpfs_at(&path);
+        }
+        let target = root.parse(path.to_str().unwrap()).unwrap();
+        (path, target)
+    }
+
     #[test]
     fn stacked_mounts_are_peeled_and_the_directory_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let root = KubeletRoot::new(dir.path()).unwrap();
-        let path = root.target_of(UID, "secrets");
-        tmpfs_at(&path);
-        tmpfs_at(&path);
-        let target = root.parse(path.to_str().unwrap()).unwrap();
+        let (path, target) = mounted_target(dir.path(), 2);
         unmount_and_remove(&target, None).unwrap();
         assert!(!path.exists());
         // Again, and on a path never published: nothing to do.
@@ -246,12 +253,8 @@ mod tests {
     #[test]
     fn a_recorded_tmpfs_is_unmounted_and_the_layers_below_it_peeled() {
         let dir = tempfile::tempdir().unwrap();
-        let root = KubeletRoot::new(dir.path()).unwrap();
-        let path = root.target_of(UID, "secrets");
-        tmpfs_at(&path);
-        tmpfs_at(&path);
+        let (path, target) = mounted_target(dir.path(), 2);
         let device = std::fs::metadata(&path).unwrap().dev();
-        let target = root.parse(path.to_str().unwrap()).unwrap();
         unmount_and_remove(&target, Some(device)).unwrap();
         assert!(!path.exists());
     }
@@ -261,9 +264,7 @@ mod tests {
         use nix::mount::{MsFlags, mount};
 
         let dir = tempfile::tempdir().unwrap();
-        let root = KubeletRoot::new(dir.path()).unwrap();
-        let path = root.target_of(UID, "secrets");
-        tmpfs_at(&path);
+        let (path, target) = mounted_target(dir.path(), 1);
         mount(
             None::<&str>,
             &path,
@@ -273,7 +274,6 @@ mod tests {
         )
         .unwrap();
         let device = std::fs::metadata(&path).unwrap().dev();
-        let target = root.parse(path.to_str().unwrap()).unwrap();
         let error = unmount_and_remove(&target, Some(device)).unwrap_err();
         assert!(
             matches!(error, MountError::Foreign { .. }),

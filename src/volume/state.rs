@@ -55,6 +55,14 @@ pub struct VolumeRecord {
     pub(crate) fs_group: Option<FsGroup>,
 }
 
+impl VolumeRecord {
+    /// The device of the tmpfs keymount filled at `target`, when this record is of that
+    /// target: what lets a republish or an unpublish skip the mount table.
+    pub(crate) fn device_at(&self, target: &std::path::Path) -> Option<u64> {
+        self.device.filter(|_| self.target_path == target)
+    }
+}
+
 /// Failure to persist or read a record.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} volume state {path}: {source}")]

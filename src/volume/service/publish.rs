@@ -107,10 +107,7 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| PublishError::Busy(req.volume_id.clone()))?;
         let record = self.states.get(&req.volume_id);
-        let device = record
-            .as_ref()
-            .filter(|r| r.target_path == v.target.path())
-            .and_then(|r| r.device);
+        let device = record.as_ref().and_then(|r| r.device_at(v.target.path()));
         let (mounter, target) = (Arc::clone(&self.mounter), v.target.clone());
         let found = off_runtime(move || mounter.inspect(&target, device)).await?;
         let mounted = matches!(found, Found::Tmpfs { .. });

@@ -36,11 +36,7 @@ impl VolumeService {
             .try_lock(&req.volume_id)
             .ok_or_else(|| UnpublishError::Busy(req.volume_id.clone()))?;
         // The volume keymount recorded at this target: its tmpfs is known by its device.
-        let device = self
-            .states
-            .get(&req.volume_id)
-            .filter(|r| r.target_path == target.path())
-            .and_then(|r| r.device);
+        let device = (self.states.get(&req.volume_id)).and_then(|r| r.device_at(target.path()));
         let mounter = Arc::clone(&self.mounter);
         off_runtime(move || mounter.unmount_and_remove(&target, device)).await?;
         self.states.remove(&req.volume_id).await;
