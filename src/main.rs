@@ -23,6 +23,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     keymount::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Node(args) => keymount::cmd::node::run(*args).await,
+        Command::Controller(args) => keymount::cmd::controller::run(*args).await,
         Command::Csi(args) => keymount::cmd::csi_client::run(*args).await,
         Command::Fetch(args) => keymount::cmd::fetch::run(*args).await,
         Command::Crd(args) => keymount::cmd::crd::run(args),

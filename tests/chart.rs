@@ -46,6 +46,30 @@ fn keymount_crd_prints_the_checked_in_crds() {
 }
 
 #[test]
+fn keymount_crd_prints_the_checked_in_secret_sync_crd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keymount"))
+        .args(["crd", "--api", "secret-sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    check_file("charts/keymount/crds/secret-sync.x-k8s.io.yaml", &yaml);
+    check_file("deploy/crds-secret-sync.yaml", &yaml);
+    let crd = &objects(&yaml)[0];
+    assert_eq!(crd["metadata"]["name"], "secretsyncs.secret-sync.x-k8s.io");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status subresource"
+    );
+}
+
+#[test]
 fn default_render_matches_the_golden_file_and_deploy() {
     let golden = render::render(&json!({}), GOLDEN_KUBE_VERSION);
     check_file("tests/golden/chart-default.yaml", &golden);
@@ -186,6 +210,22 @@ fn bad_values_are_refused_naming_the_key() {
         ),
         (json!({"fsGroupPolicy": "file"}), "/fsGroupPolicy"),
         (json!({"fsGroupFromPod": "true"}), "/fsGroupFromPod"),
+        (
+            json!({"controller": {"enabled": true, "replcas": 2}}),
+            "'replcas' not allowed",
+        ),
+        (
+            json!({"controller": {"tokenRequestAudience": ["a,b"]}}),
+            "/controller/tokenRequestAudience/0",
+        ),
+        (
+            json!({"controller": {"leaderElection": {"leaseDuration": "15"}}}),
+            "/controller/leaderElection/leaseDuration",
+        ),
+        (
+            json!({"controller": {"enabled": true, "replicas": 2, "leaderElection": {"enabled": false}}}),
+            "controller.replicas > 1 needs controller.leaderElection.enabled",
+        ),
     ] {
         let error = render::render_error(&values);
         assert!(error.contains(names), "{values}: {error}");

@@ -138,7 +138,8 @@ fn schema_of<T: JsonSchema>() -> serde_json::Value {
 
 /// Drops what upstream's schemas do not have: `title` (the Rust type's name) and `default`
 /// (serde's defaults are for reading, not for the API server to fill in).
-fn tidy(schema: &mut serde_json::Value) {
+/// Removes schemars' titles and defaults (the shipped schemas carry neither).
+pub(crate) fn tidy(schema: &mut serde_json::Value) {
     let Some(object) = schema.as_object_mut() else {
         return;
     };

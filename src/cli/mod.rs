@@ -2,15 +2,17 @@
 //! `--help` text. Flag names follow the upstream driver where they mean the same thing. The
 //! commands (`cmd`) take these types; nothing here runs anything.
 
+mod controller;
 mod node;
 mod providers;
 mod tools;
 
 use clap::{Parser, Subcommand};
 
+pub use self::controller::ControllerArgs;
 pub use self::node::NodeArgs;
+pub(crate) use self::tools::{CrdApi, CsiAction, PublishArgs};
 pub use self::tools::{CrdArgs, CsiArgs, FetchArgs};
-pub(crate) use self::tools::{CsiAction, PublishArgs};
 use crate::telemetry::LogFormat;
 
 /// keymount: a node-level CSI secrets driver for Kubernetes (drop-in for secrets-store.csi.k8s.io).
@@ -37,11 +39,13 @@ pub struct Cli {
 pub enum Command {
     /// Serve the CSI node plugin (the DaemonSet role).
     Node(Box<NodeArgs>),
+    /// Keep Kubernetes Secrets of SecretSync objects fresh, without any mount (the Deployment role).
+    Controller(Box<ControllerArgs>),
     /// A small CSI client for any node plugin socket (publish, unpublish, info).
     Csi(Box<CsiArgs>),
     /// Publish one SecretProviderClass into a directory once, without CSI.
     Fetch(Box<FetchArgs>),
-    /// Print the SecretProviderClass and SecretProviderClassPodStatus CRDs (YAML).
+    /// Print the CRDs (YAML): SecretProviderClass and SecretProviderClassPodStatus, or SecretSync.
     Crd(CrdArgs),
 }
 
@@ -51,6 +55,7 @@ impl Cli {
     pub fn worker_threads(&self) -> Option<usize> {
         match &self.command {
             Command::Node(args) => Some(usize::from(args.worker_threads)),
+            Command::Controller(_) => Some(2),
             Command::Csi(_) | Command::Fetch(_) | Command::Crd(_) => None,
         }
     }

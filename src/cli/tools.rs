@@ -126,6 +126,18 @@ pub struct CrdArgs {
     /// Write to this file instead of stdout.
     #[arg(long, env = "KEYMOUNT_CRD_OUT")]
     pub(crate) out: Option<PathBuf>,
+    /// Which API: the driver's (`csi`) or the controller's SecretSync (`secret-sync`).
+    #[arg(long, value_enum, default_value = "csi")]
+    pub(crate) api: CrdApi,
+}
+
+/// The CRD sets `keymount crd` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CrdApi {
+    /// SecretProviderClass and SecretProviderClassPodStatus.
+    Csi,
+    /// SecretSync (secret-sync.x-k8s.io).
+    SecretSync,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {

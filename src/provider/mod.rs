@@ -85,6 +85,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn class_only_parameters(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// The ServiceAccount token audiences a mount with these class parameters uses, for a
+    /// caller that requests tokens itself (`keymount controller`); kubelet sends what the
+    /// CSIDriver's `tokenRequests` list. External plugins cannot say: none.
+    fn token_audiences(&self, _parameters: &BTreeMap<String, String>) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why no provider could be found for a class.

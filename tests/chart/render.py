@@ -4,7 +4,8 @@ against the CRD schemas. Called by tests/chart.rs.
 
   render.py render CHART --values JSON --kube-version V [--name N] [--namespace NS] [--crds]
       prints the rendered objects as one YAML stream (`# Source:` before each document,
-      templates in path order; with --crds the chart's crds/ first)
+      templates in path order; with --crds the chart's crds/ first; NOTES.txt left out, as
+      `helm install` and `helm template` leave it out of the manifest)
   render.py lint CHART --values JSON --kube-version V
       `helm lint --strict`; fails on any warning or error
   render.py check-crs CRDS_YAML FILE...
@@ -37,6 +38,9 @@ def render(args):
         for crd in sorted(chart.crds, key=lambda c: c["filename"]):
             out.append((crd["filename"], crd["data"]))
     for path in sorted(rendered):
+        # Helm's NOTES.txt is text printed after an install, never a manifest.
+        if path.endswith("/NOTES.txt"):
+            continue
         out.append((path, rendered[path]))
     for path, text in out:
         for doc in split_docs(text):

@@ -186,5 +186,19 @@ pub(crate) fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
                 },
             }),
         ),
+        (
+            "controller",
+            serde_json::json!({
+                "controller": {
+                    "enabled": true,
+                    "replicas": 2,
+                    "tokenRequestAudience": ["api://plugin"],
+                },
+                "hmacKey": {"existingSecret": "keymount-hmac"},
+                "builtinProviders": {"vault": {"address": "https://vault.example:8200"}},
+                "allowedStoreAddresses": ["public"],
+                "logFormatJSON": true,
+            }),
+        ),
     ]
 }

@@ -4,6 +4,7 @@
 //! helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub(crate) mod argocd;
 pub(crate) mod kube;
 pub(crate) mod moto;
 pub(crate) mod mount_input;

@@ -91,3 +91,18 @@ that the user did not list already. Rendered as a YAML list (empty string when n
 {{- define "keymount.pluginDir" -}}
 {{- printf "%s/plugins/csi-secrets-store" .Values.linux.kubeletRootDir -}}
 {{- end -}}
+
+{{/* Name of the controller's Deployment, ServiceAccount and RBAC objects. */}}
+{{- define "keymount.controllerName" -}}
+{{- printf "%s-controller" (include "keymount.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Labels that select the controller's pods: a name of their own, so that the DaemonSet's
+selector (and the PodDisruptionBudget's and metrics Service's) never takes them in.
+*/}}
+{{- define "keymount.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-controller" (include "keymount.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end -}}

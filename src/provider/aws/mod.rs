@@ -370,4 +370,16 @@ impl Provider for AwsProvider {
     fn class_only_parameters(&self) -> &'static [&'static str] {
         params::CLASS_ONLY
     }
+
+    fn token_audiences(&self, parameters: &BTreeMap<String, String>) -> Vec<String> {
+        let pod_identity = parameters
+            .get("usePodIdentity")
+            .is_some_and(|v| crate::parse::go_bool(v.trim()).unwrap_or(false));
+        let audience = if pod_identity {
+            POD_IDENTITY_AUDIENCE
+        } else {
+            IRSA_AUDIENCE
+        };
+        vec![audience.to_owned()]
+    }
 }

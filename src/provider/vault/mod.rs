@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub(crate) mod fetch;
 pub mod params;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -175,5 +176,14 @@ impl Provider for VaultProvider {
 
     fn class_only_parameters(&self) -> &'static [&'static str] {
         params::CLASS_ONLY
+    }
+
+    fn token_audiences(&self, parameters: &BTreeMap<String, String>) -> Vec<String> {
+        let audience = parameters
+            .get("audience")
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+            .unwrap_or(params::DEFAULT_AUDIENCE);
+        vec![audience.to_owned()]
     }
 }
