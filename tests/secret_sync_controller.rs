@@ -220,7 +220,7 @@ async fn bad_input_gets_a_clear_condition_and_no_secret() {
         .await;
 
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit, &str, &str); 8] = [
+    let cases: [(&str, Edit, &str, &str); 9] = [
         (
             "untrusted",
             |b| b["spec"]["serviceAccountName"] = "stranger".into(),
@@ -269,7 +269,21 @@ async fn bad_input_gets_a_clear_condition_and_no_secret() {
             "SecretNotManaged",
             "not this SecretSync's",
         ),
+        (
+            "no-provider",
+            |b| b["spec"]["secretProviderClassName"] = "no-provider".into(),
+            "ControllerSPCError",
+            "absent-plugin",
+        ),
     ];
+    let no_provider = json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "no-provider", "namespace": bed.ns},
+        "spec": {"provider": "absent-plugin", "parameters": {}},
+    });
+    support::kube::apply_object(&bed.client, &no_provider, EDITOR)
+        .await
+        .unwrap();
     for (name, edit, _, _) in &cases {
         let mut body = bed.secret_sync(name);
         edit(&mut body);
@@ -358,4 +372,58 @@ async fn of_two_controllers_one_writes_and_the_other_takes_over_when_it_dies() {
             .contains("keymount_controller_leader 1")
     );
     assert!(second.syncs("result=\"created\"").await >= 1);
+
+    // SIGTERM: the leader finishes, gives the Lease up and exits cleanly; a standby leads.
+    let third = bed.controller(&lease).await;
+    assert!(
+        third
+            .metrics_text()
+            .await
+            .contains("keymount_controller_leader 0")
+    );
+    let mut second = second;
+    assert!(
+        second.terminate(),
+        "SIGTERM did not end the controller cleanly"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            third
+                .metrics_text()
+                .await
+                .contains("keymount_controller_leader 1")
+        })
+        .await,
+        "the standby did not lead after a clean shutdown; log:\n{}",
+        third.log_text()
+    );
+}
+
+#[tokio::test]
+async fn upstreams_readme_secret_sync_applies_unchanged_and_is_synced() {
+    let bed = Bed::new("ctl-upstream").await;
+    bed.bao
+        .kv2_put(
+            "secret",
+            "db",
+            json!({"username": "admin", "password": "pw-upstream"}),
+        )
+        .await;
+    // The manifest names no controller: this test's controller is the unnamed one.
+    let _controller = bed
+        .controller(&[
+            "--secret-sync-controller-name=",
+            "--rotation-poll-interval=1h",
+        ])
+        .await;
+    let path = support::proc::repo_root().join("tests/fixtures/secretsync/upstream-readme.yaml");
+    let mut manifest: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    manifest["metadata"]["namespace"] = bed.ns.clone().into();
+    bed.apply(&manifest).await;
+    bed.wait_ready("sse2esecret", "True").await;
+    assert_eq!(
+        bed.secret_value("sse2esecret", "bar").await.as_deref(),
+        Some("pw-upstream")
+    );
 }

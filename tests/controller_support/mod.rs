@@ -194,7 +194,30 @@ impl Bed {
 
     /// `keymount controller` for this test's SecretSyncs, with `args` added.
     pub(crate) async fn controller(&self, args: &[&str]) -> ControllerProcess {
-        ControllerProcess::start(self, args).await
+        ControllerProcess::start(self, self.kube.kubeconfig_path(), args).await
+    }
+
+    /// A kubeconfig in `dir` that authenticates with a real token of ServiceAccount
+    /// `namespace/name` (as a pod of it would), defaulting to `namespace`.
+    pub(crate) async fn kubeconfig_of(
+        &self,
+        dir: &std::path::Path,
+        namespace: &str,
+        name: &str,
+    ) -> PathBuf {
+        use base64::Engine as _;
+        let token = self.kube.request_token(namespace, name, &[], None).await;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.kube.ca_pem());
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": self.kube.api_url(), "certificate-authority-data": ca}}],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+            "current-context": "sa",
+        });
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
     }
 }
 
@@ -216,9 +239,10 @@ pub(crate) struct ControllerProcess {
 }
 
 impl ControllerProcess {
-    /// Starts the controller (Lease `lease-<namespace>` in the test namespace) and waits until
-    /// `/readyz` answers 200.
-    pub(crate) async fn start(bed: &Bed, args: &[&str]) -> Self {
+    /// Starts the controller with `kubeconfig` (Lease `lease-<namespace>` in the test namespace
+    /// unless `args` name another; `--no-key`: no key file, the key Secret is used) and waits
+    /// until `/readyz` answers 200.
+    pub(crate) async fn start(bed: &Bed, kubeconfig: &std::path::Path, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = dir.path().join("controller.log");
@@ -227,21 +251,27 @@ impl ControllerProcess {
         std::fs::write(&key, "controller-test-hmac-key-0123456789abcdef").unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymount"));
         cmd.arg("controller")
-            .arg(format!(
-                "--kubeconfig={}",
-                bed.kube.kubeconfig_path().display()
-            ))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--metrics-addr={metrics}"))
-            .arg(format!(
+            .arg(format!("--leader-election-namespace={}", bed.ns))
+            .arg("--allowed-store-addresses=127.0.0.1")
+            .arg("--builtin-providers=vault,aws");
+        if !args
+            .iter()
+            .any(|a| a.starts_with("--secret-sync-controller-name"))
+        {
+            cmd.arg(format!(
                 "--secret-sync-controller-name={}",
                 bed.controller_name
-            ))
-            .arg(format!("--leader-election-namespace={}", bed.ns))
-            .arg(format!("--leader-election-id=lease-{}", bed.ns))
-            .arg(format!("--hmac-key-file={}", key.display()))
-            .arg("--allowed-store-addresses=127.0.0.1")
-            .arg("--builtin-providers=vault,aws")
-            .args(args)
+            ));
+        }
+        if !args.iter().any(|a| *a == "--no-key") {
+            cmd.arg(format!("--hmac-key-file={}", key.display()));
+        }
+        if !args.iter().any(|a| a.starts_with("--leader-election-id")) {
+            cmd.arg(format!("--leader-election-id=lease-{}", bed.ns));
+        }
+        cmd.args(args.iter().filter(|a| **a != "--no-key"))
             .env(
                 "RUST_LOG",
                 "debug,hyper=info,h2=info,tower=info,kube=info,rustls=info",
