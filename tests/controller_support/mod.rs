@@ -265,7 +265,7 @@ impl ControllerProcess {
                 bed.controller_name
             ));
         }
-        if !args.iter().any(|a| *a == "--no-key") {
+        if !args.contains(&"--no-key") {
             cmd.arg(format!("--hmac-key-file={}", key.display()));
         }
         if !args.iter().any(|a| a.starts_with("--leader-election-id")) {
