@@ -301,6 +301,11 @@ impl ControllerProcess {
         process
     }
 
+    /// The process id (for its memory figures).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The controller's log so far.
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
