@@ -220,7 +220,7 @@ async fn bad_input_gets_a_clear_condition_and_no_secret() {
         .await;
 
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit, &str, &str); 9] = [
+    let cases: [(&str, Edit, &str, &str); 11] = [
         (
             "untrusted",
             |b| b["spec"]["serviceAccountName"] = "stranger".into(),
@@ -268,6 +268,18 @@ async fn bad_input_gets_a_clear_condition_and_no_secret() {
             |_| {},
             "SecretNotManaged",
             "not this SecretSync's",
+        ),
+        (
+            "too-often",
+            |b| b["metadata"]["annotations"] = json!({"keymount.io/refresh-interval": "1ms"}),
+            "UserInputValidationFailed",
+            "shorter than 10s",
+        ),
+        (
+            "bad-type",
+            |b| b["spec"]["secretObject"]["type"] = "not a type".into(),
+            "UserInputValidationFailed",
+            "is not a Secret type",
         ),
         (
             "no-provider",
@@ -409,6 +421,36 @@ async fn upstreams_readme_secret_sync_applies_unchanged_and_is_synced() {
             json!({"username": "admin", "password": "pw-upstream"}),
         )
         .await;
+    let path = support::proc::repo_root().join("tests/fixtures/secretsync/upstream-readme.yaml");
+    let mut manifest: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    manifest["metadata"]["namespace"] = bed.ns.clone().into();
+    bed.apply(&manifest).await;
+    // The Secret as upstream's sync controller leaves it: owned by the SecretSync, without
+    // `controller: true`, holding an old value. keymount adopts it when it takes over.
+    let uid = bed
+        .syncs()
+        .get("sse2esecret")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let upstream: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": "sse2esecret",
+            "labels": {"secrets-store.sync.x-k8s.io": ""},
+            "ownerReferences": [{"apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync",
+                                 "name": "sse2esecret", "uid": uid}],
+        },
+        "type": "Opaque",
+        "stringData": {"bar": "old-upstream-value"},
+    }))
+    .unwrap();
+    bed.secrets()
+        .create(&PostParams::default(), &upstream)
+        .await
+        .unwrap();
     // The manifest names no controller: this test's controller is the unnamed one.
     let _controller = bed
         .controller(&[
@@ -416,11 +458,6 @@ async fn upstreams_readme_secret_sync_applies_unchanged_and_is_synced() {
             "--rotation-poll-interval=1h",
         ])
         .await;
-    let path = support::proc::repo_root().join("tests/fixtures/secretsync/upstream-readme.yaml");
-    let mut manifest: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    manifest["metadata"]["namespace"] = bed.ns.clone().into();
-    bed.apply(&manifest).await;
     bed.wait_ready("sse2esecret", "True").await;
     assert_eq!(
         bed.secret_value("sse2esecret", "bar").await.as_deref(),

@@ -31,6 +31,9 @@ use crate::volume::publish::{DEFAULT_PERMISSION, fetch_checked, mount_attributes
 pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-interval";
 /// Where a provider is told the files would go; nothing is written there.
 const TARGET_PATH: &str = "/mnt/secrets-store";
+/// Shortest refresh interval a SecretSync may ask for: its author is not trusted to make the
+/// controller read a store in a tight loop.
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// First wait after a failure; it doubles per failure up to the configured maximum.
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -105,12 +108,17 @@ impl Syncer {
     }
 
     fn interval(&self, sync: &SecretSync) -> Result<Duration, Failure> {
-        match sync.metadata.annotations.as_ref().and_then(|a| a.get(REFRESH_ANNOTATION)) {
+        match sync
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REFRESH_ANNOTATION))
+        {
             None => Ok(self.settings.default_interval),
-            Some(text) => humantime::parse_duration(text.trim()).map_err(|e| Failure {
+            Some(text) => refresh_interval(text).map_err(|reason| Failure {
                 reason: Reason::UserInputValidationFailed,
                 message: format!(
-                    "SecretSync {}: annotation {REFRESH_ANNOTATION} {:?} is not a duration like 30m: {e}",
+                    "SecretSync {}: annotation {REFRESH_ANNOTATION} {:?} {reason}",
                     sync_id(sync),
                     crate::text::shorten(text, 64)
                 ),
@@ -125,6 +133,19 @@ impl Syncer {
         let jitter = rand::random_range(0.8..=1.0);
         capped.mul_f64(jitter)
     }
+}
+
+/// Parses the refresh annotation: `0s` (only on change) or at least [`MIN_REFRESH`].
+pub(crate) fn refresh_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("is not a duration like 30m: {e}"))?;
+    if !interval.is_zero() && interval < MIN_REFRESH {
+        return Err(format!(
+            "is shorter than {}s (use 0s to sync only on change)",
+            MIN_REFRESH.as_secs()
+        ));
+    }
+    Ok(interval)
 }
 
 /// Reconciles one SecretSync.
@@ -253,7 +274,7 @@ async fn sync_once(
         return Err(Failure {
             reason: Reason::SecretNotManaged,
             message: format!(
-                "SecretSync {id}: Secret {id} exists and is not this SecretSync's (no controller owner reference to it); it is left untouched"
+                "SecretSync {id}: Secret {id} exists and is not this SecretSync's (no owner reference to it); it is left untouched"
             ),
         });
     }
@@ -453,6 +474,10 @@ async fn write_status(
             ))
         })
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
 
 /// After a failed status write: try again soon.
 pub(crate) fn on_error(sync: Arc<SecretSync>, error: &ReconcileError, _ctx: Arc<Syncer>) -> Action {

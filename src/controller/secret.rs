@@ -14,12 +14,19 @@ use super::outcome::{Failure, Reason};
 /// Field manager of the Secrets the controller writes.
 pub(crate) const FIELD_MANAGER: &str = "keymount-controller";
 
-/// True when `secret` is this SecretSync's: it carries the SecretSync as its controller owner.
+/// True when `secret` is this SecretSync's: an owner reference names this very SecretSync (its
+/// uid). Upstream's sync controller sets no `controller: true`, so its Secrets are adopted
+/// as they are when keymount replaces it; a Secret of anyone else is never written.
 pub(crate) fn owned_by(secret: &Secret, sync: &SecretSync) -> bool {
-    let uid = sync.metadata.uid.as_deref();
-    secret.metadata.owner_references.iter().flatten().any(|o| {
-        Some(o.uid.as_str()) == uid && o.kind == "SecretSync" && o.controller == Some(true)
-    })
+    let Some(uid) = sync.metadata.uid.as_deref() else {
+        return false;
+    };
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.kind == "SecretSync")
 }
 
 /// True when `live` already holds everything `want` asks for (other managers' labels and
