@@ -464,3 +464,65 @@ async fn upstreams_readme_secret_sync_applies_unchanged_and_is_synced() {
         Some("pw-upstream")
     );
 }
+
+#[tokio::test]
+async fn an_external_plugin_gets_a_token_of_the_secret_syncs_service_account_for_the_configured_audience()
+ {
+    let bed = Bed::new("ctl-plugin").await;
+    let providers = tempfile::tempdir().unwrap();
+    let plugin = harness::plugin::FakePlugin::start(
+        providers.path(),
+        "e2e-plugin",
+        harness::plugin::Reply::files(&[("foo", "plugin-value")]),
+    )
+    .await;
+    let class = json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "plugin-class", "namespace": bed.ns},
+        "spec": {"provider": "e2e-plugin", "parameters": {"objects": "foo"}},
+    });
+    support::kube::apply_object(&bed.client, &class, EDITOR)
+        .await
+        .unwrap();
+    let dir = format!("--provider-volume={}", providers.path().display());
+    let extra = format!(
+        "--additional-provider-volume-paths={}",
+        providers.path().display()
+    );
+    let _controller = bed
+        .controller(&[&dir, &extra, "--token-request-audience=plugin-aud"])
+        .await;
+    let mut body = bed.secret_sync("from-plugin");
+    body["spec"]["secretProviderClassName"] = "plugin-class".into();
+    body["spec"]["secretObject"]["data"] = json!([{"sourcePath": "foo", "targetKey": "bar"}]);
+    bed.apply(&body).await;
+    bed.wait_ready("from-plugin", "True").await;
+    assert_eq!(
+        bed.secret_value("from-plugin", "bar").await.as_deref(),
+        Some("plugin-value")
+    );
+
+    // The plugin was handed a token of ServiceAccount `web` for `plugin-aud`, nothing else.
+    let request = plugin.last_request().expect("the plugin was called");
+    let attributes: serde_json::Value = serde_json::from_str(&request.attributes).unwrap();
+    assert_eq!(attributes["csi.storage.k8s.io/serviceAccount.name"], "web");
+    assert_eq!(
+        attributes["csi.storage.k8s.io/pod.namespace"],
+        bed.ns.as_str()
+    );
+    let tokens: serde_json::Value = serde_json::from_str(
+        attributes["csi.storage.k8s.io/serviceAccount.tokens"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let audiences: Vec<&String> = tokens.as_object().unwrap().keys().collect();
+    assert_eq!(audiences, ["plugin-aud"]);
+    let token = tokens["plugin-aud"]["token"].as_str().unwrap();
+    let review = bed.kube.token_review(token, &["plugin-aud"]).await;
+    assert_eq!(review.authenticated, Some(true));
+    assert_eq!(
+        review.user.unwrap().username.as_deref(),
+        Some(format!("system:serviceaccount:{}:web", bed.ns).as_str())
+    );
+}
