@@ -22,6 +22,7 @@ mod shutdown;
 mod sync;
 pub mod telemetry;
 pub mod text;
+mod transform;
 mod ttl_cache;
 pub mod unix_channel;
 pub mod volume;

@@ -17,7 +17,7 @@ use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::version_key::VersionKey;
 use crate::provider::{MountInput, Providers, ServiceAccountTokens, aws, builtin};
 use crate::redact::Redacted;
-use crate::volume::publish::{DEFAULT_PERMISSION, fetch_checked, mount_attributes};
+use crate::volume::publish::{DEFAULT_PERMISSION, fetch_for_class, mount_attributes};
 
 /// The node name the providers are told (it shows in messages such as a missing region).
 const FETCH_NODE: &str = "keymount-fetch";
@@ -103,12 +103,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<()> {
         max_total_bytes: flags.tmpfs_size,
         ..Limits::default()
     };
-    let output = fetch_checked(
+    let output = fetch_for_class(
         provider.as_ref(),
         &input,
         &provider_name,
         flags.provider_timeout,
         &limits,
+        class.metadata.annotations.as_ref(),
     )
     .await?;
     if !output.files.is_empty() {

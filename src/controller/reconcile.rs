@@ -25,7 +25,7 @@ use crate::provider::access::OverridePolicy;
 use crate::provider::version_key::VersionKey;
 use crate::provider::{MountInput, Providers};
 use crate::redact::Redacted;
-use crate::volume::publish::{DEFAULT_PERMISSION, fetch_checked, mount_attributes};
+use crate::volume::publish::{DEFAULT_PERMISSION, PublishError, fetch_for_class, mount_attributes};
 
 /// Annotation of a SecretSync that sets its own refresh interval (`30m`, `0s` for never).
 pub const REFRESH_ANNOTATION: &str = "keymount.io/refresh-interval";
@@ -337,16 +337,23 @@ async fn sync_once(
         permission: DEFAULT_PERMISSION,
         current_versions: Vec::new(),
     };
-    let output = fetch_checked(
+    let output = fetch_for_class(
         provider.as_ref(),
         &input,
         &provider_name,
         ctx.settings.provider_timeout,
         &ctx.settings.limits,
+        class.metadata.annotations.as_ref(),
     )
     .await
     .map_err(|e| Failure {
-        reason: Reason::ProviderError,
+        // The class's extract or templates are the class author's: the class is misconfigured.
+        reason: match e {
+            PublishError::Transform(_) | PublishError::InvalidTransform { .. } => {
+                Reason::ControllerSPCError
+            }
+            _ => Reason::ProviderError,
+        },
         message: format!(
             "SecretSync {id} (ServiceAccount {namespace}/{service_account}): {}",
             crate::text::error_chain(&e)

@@ -68,6 +68,10 @@ impl From<PublishError> for Status {
             PublishError::BadTarget(e) => target_code(e),
             PublishError::Mount(e) => mount_code(e),
             PublishError::InvalidFiles { .. } | PublishError::WriteFiles(_) => Code::Internal,
+            // The class's own settings: the same class fails the same way until it is fixed.
+            PublishError::Transform(_) | PublishError::InvalidTransform { .. } => {
+                Code::FailedPrecondition
+            }
             PublishError::UpdatePodStatus { .. } => Code::Unavailable,
             PublishError::SyncSecret { source, .. } => source.code(),
         };

@@ -8,6 +8,7 @@ use crate::fs::paths;
 use crate::provider::access::{OverrideError, OverridePolicy};
 use crate::provider::tokens::TOKENS_KEY;
 use crate::provider::{MountInput, MountOutput, Provider};
+use crate::transform;
 
 /// Upstream's provider attributes: class parameters overlaid by every volume context entry
 /// (the tokens travel separately), except that a volume attribute may not change a
@@ -69,6 +70,45 @@ pub(crate) async fn fetch_checked(
     .map_err(|source| PublishError::InvalidFiles {
         class: input.class.clone(),
         provider: provider_name.to_owned(),
+        source,
+    })?;
+    Ok(output)
+}
+
+/// [`fetch_checked`], then the class's extract and templates (its annotations), and the
+/// check again on what they made: what every writer of a class's files calls.
+pub(crate) async fn fetch_for_class(
+    provider: &dyn Provider,
+    input: &MountInput,
+    provider_name: &str,
+    timeout: std::time::Duration,
+    limits: &paths::Limits,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<MountOutput, PublishError> {
+    let mut output = fetch_checked(provider, input, provider_name, timeout, limits).await?;
+    if !transform::wanted(annotations) {
+        return Ok(output);
+    }
+    let max_bytes = usize::try_from(limits.max_total_bytes).unwrap_or(usize::MAX);
+    output.files = transform::apply(
+        &input.class,
+        annotations,
+        std::mem::take(&mut output.files),
+        input.permission,
+        max_bytes,
+    )?;
+    paths::validate_set(
+        output.files.iter().map(|f| {
+            (
+                f.path.as_str(),
+                i64::from(f.mode),
+                f.contents.expose().len() as u64,
+            )
+        }),
+        limits,
+    )
+    .map_err(|source| PublishError::InvalidTransform {
+        class: input.class.clone(),
         source,
     })?;
     Ok(output)

@@ -13,7 +13,7 @@ use crate::provider::ServiceAccountTokens;
 use crate::provider::tokens::TOKENS_KEY;
 use crate::redact::Redacted;
 
-pub(crate) use super::fetch::{fetch_checked, mount_attributes};
+pub(crate) use super::fetch::{fetch_for_class, mount_attributes};
 pub use super::publish_error::PublishError;
 
 /// Default file mode handed to providers (upstream sends "420").

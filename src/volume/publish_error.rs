@@ -138,6 +138,18 @@ pub enum PublishError {
         #[source]
         source: PathError,
     },
+    /// The class's extract or templates failed.
+    #[error(transparent)]
+    Transform(#[from] crate::transform::TransformError),
+    /// What extract and templates made is not a file set keymount will write.
+    #[error("SecretProviderClass {class}: extract and templates made an unsafe file set: {source}")]
+    InvalidTransform {
+        /// `namespace/name` of the class.
+        class: String,
+        /// What is wrong with the set.
+        #[source]
+        source: PathError,
+    },
     /// The tmpfs could not be mounted or checked.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -185,6 +197,7 @@ impl PublishError {
             Self::Provider { source, .. } => source.reason(),
             Self::ProviderTimeout { .. } => "GRPCProviderError",
             Self::InvalidFiles { .. } | Self::WriteFiles(_) => "FileWriteError",
+            Self::Transform(_) | Self::InvalidTransform { .. } => "InvalidTransform",
             Self::BadTarget(e) | Self::Mount(MountError::Target(e)) if e.is_invalid_path() => {
                 "InvalidArgument"
             }

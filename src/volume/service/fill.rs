@@ -17,7 +17,7 @@ use crate::fs::group::FsGroup;
 use crate::mount::{Found, Target};
 use crate::provider::{MountInput, MountOutput, Provider};
 use crate::volume::blocking::off_runtime;
-use crate::volume::publish::{PublishError, PublishOutcome, fetch_checked};
+use crate::volume::publish::{PublishError, PublishOutcome, fetch_for_class};
 use crate::volume::report::{PodVolume, Rotation};
 use crate::volume::rotation;
 use crate::volume::state::VolumeRecord;
@@ -169,12 +169,13 @@ impl VolumeService {
     ) -> Result<Filled, PublishError> {
         let first = previous.is_none();
         let volume = &fill.volume;
-        let output = fetch_checked(
+        let output = fetch_for_class(
             fill.provider.as_ref(),
             &fill.input,
             &volume.provider,
             self.config.provider_timeout,
             &self.config.limits,
+            fill.class.metadata.annotations.as_ref(),
         )
         .await?;
         let changed = if output.files.is_empty() {
