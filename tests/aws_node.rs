@@ -120,6 +120,40 @@ async fn node_publishes_aws_secrets_onto_tmpfs_with_the_pods_token() {
     assert_eq!(proxy.count("BatchGetSecretValue"), 1);
     assert_eq!(proxy.count("GetParameters"), 1);
 
+    // extract: the JSON secret becomes one file per key (class annotation, local mode too).
+    let extract_class = format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n\
+         metadata:\n  name: aws-extract\n  namespace: {ns}\n  annotations:\n    keymount.io/extract: db.json\n\
+         spec:\n  provider: aws\n  parameters:\n    region: {REGION}\n    roleArn: {ROLE:?}\n\
+         \x20   objects: \"- {{objectName: prod/db, objectType: secretsmanager, objectAlias: db.json}}\"\n"
+    );
+    std::fs::write(
+        work.path()
+            .join("classes")
+            .join(format!("{ns}-aws-extract.yaml")),
+        extract_class,
+    )
+    .unwrap();
+    let extracted = node.target(&pod_uid(3), "secrets");
+    let mut request = publish_request("vol-aws-3", &extracted, "aws-extract", &ns);
+    request
+        .volume_context
+        .insert(TOKENS_KEY.into(), tokens.clone());
+    client
+        .node_publish_volume(request.clone())
+        .await
+        .expect("publish with extract");
+    assert_eq!(std::fs::read(extracted.join("user")).unwrap(), b"app");
+    assert_eq!(
+        std::fs::read(extracted.join("password")).unwrap(),
+        b"node-e2e-db-password-77"
+    );
+    assert!(!extracted.join("db.json").exists());
+    client
+        .node_unpublish_volume(unpublish_request("vol-aws-3", &extracted))
+        .await
+        .unwrap();
+
     // A class naming a missing secret: NOT_FOUND reaches kubelet, nothing stays mounted.
     let missing_objects = "- {objectName: prod/missing, objectType: secretsmanager}";
     write_class(

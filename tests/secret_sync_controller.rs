@@ -526,3 +526,105 @@ async fn an_external_plugin_gets_a_token_of_the_secret_syncs_service_account_for
         Some(format!("system:serviceaccount:{}:web", bed.ns).as_str())
     );
 }
+
+#[tokio::test]
+async fn extract_fills_every_key_from_vault_and_from_aws_secrets_manager() {
+    let bed = Bed::new("ctl-extract").await;
+    bed.bao
+        .kv2_put(
+            "secret",
+            "app",
+            json!({"DB_USER": "shop", "DB_PASSWORD": "pw-extract-vault", "DB_PORT": 5432}),
+        )
+        .await;
+    let vault_class = json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "vault-app", "namespace": bed.ns,
+                     "annotations": {"keymount.io/extract": "app"}},
+        "spec": {"provider": "vault", "parameters": {
+            "vaultAddress": bed.bao.addr(), "roleName": controller_support::ROLE,
+            "vaultAuthMountPath": "jwt", "objects": "- {objectName: app, secretPath: secret/data/app}",
+        }},
+    });
+    support::kube::apply_object(&bed.client, &vault_class, EDITOR)
+        .await
+        .unwrap();
+    // AWS: IRSA with the ServiceAccount's own token, against moto.
+    let moto = support::moto::Moto::start().await;
+    moto.secretsmanager()
+        .create_secret()
+        .name("prod/app")
+        .secret_string(r#"{"API_KEY":"key-extract-aws","API_URL":"https://api.shop"}"#)
+        .send()
+        .await
+        .unwrap();
+    let aws_class = json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": "aws-app", "namespace": bed.ns,
+                     "annotations": {"keymount.io/extract": "app.json"}},
+        "spec": {"provider": "aws", "parameters": {
+            "region": support::moto::REGION,
+            "objects": "- {objectName: prod/app, objectType: secretsmanager, objectAlias: app.json}",
+        }},
+    });
+    support::kube::apply_object(&bed.client, &aws_class, EDITOR)
+        .await
+        .unwrap();
+    // IRSA: the role is the ServiceAccount's annotation, as on EKS.
+    bed.kube
+        .create_service_account(
+            &bed.ns,
+            "aws-app",
+            &[(
+                "eks.amazonaws.com/role-arn",
+                "arn:aws:iam::123456789012:role/ctl",
+            )],
+        )
+        .await;
+    let endpoint = moto.endpoint().to_owned();
+    let _controller = bed
+        .controller(&[
+            &format!("--aws-sts-endpoint={endpoint}"),
+            &format!("--aws-secretsmanager-endpoint={endpoint}"),
+            &format!("--aws-ssm-endpoint={endpoint}"),
+        ])
+        .await;
+    for (name, class, account, keys) in [
+        (
+            "from-vault",
+            "vault-app",
+            "web",
+            vec!["DB_USER", "DB_PASSWORD", "DB_PORT"],
+        ),
+        ("from-aws", "aws-app", "aws-app", vec!["API_KEY", "API_URL"]),
+    ] {
+        let mut body = bed.secret_sync(name);
+        body["spec"]["secretProviderClassName"] = class.into();
+        body["spec"]["serviceAccountName"] = account.into();
+        body["spec"]["secretObject"]["data"] = keys
+            .iter()
+            .map(|k| json!({"sourcePath": k, "targetKey": k}))
+            .collect();
+        bed.apply(&body).await;
+    }
+    bed.wait_ready("from-vault", "True").await;
+    bed.wait_ready("from-aws", "True").await;
+    assert_eq!(
+        bed.secret_value("from-vault", "DB_PASSWORD")
+            .await
+            .as_deref(),
+        Some("pw-extract-vault")
+    );
+    assert_eq!(
+        bed.secret_value("from-vault", "DB_PORT").await.as_deref(),
+        Some("5432")
+    );
+    assert_eq!(
+        bed.secret_value("from-aws", "API_KEY").await.as_deref(),
+        Some("key-extract-aws")
+    );
+    assert_eq!(
+        bed.secret_value("from-aws", "API_URL").await.as_deref(),
+        Some("https://api.shop")
+    );
+}
