@@ -18,6 +18,7 @@ mod process_metrics;
 pub mod proto;
 pub mod provider;
 pub mod redact;
+mod restart;
 mod shutdown;
 mod sync;
 pub mod telemetry;

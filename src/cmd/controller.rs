@@ -18,6 +18,7 @@ use crate::fs::paths::Limits;
 use crate::provider::plugin::PluginClients;
 use crate::provider::version_key::VersionKey;
 use crate::provider::{Providers, aws, builtin};
+use crate::restart::Restarter;
 
 /// The name providers are told in place of a node.
 const CONTROLLER_NODE: &str = "keymount-controller";
@@ -91,14 +92,24 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             std::env::var("POD_UID").unwrap_or_default(),
         ),
     };
-    let syncer = Arc::new(Syncer::new(
+    let mut syncer = Syncer::new(
         client.clone(),
         Arc::new(providers),
         TokenSource::new(client.clone(), args.token_expiration),
-        key,
+        key.clone(),
         sync_settings,
         metrics.clone(),
-    ));
+    );
+    if args.enable_restart_on_change {
+        tracing::info!("restart on change on: SecretSyncs may ask for a workload's restart");
+        syncer = syncer.with_restarter(Arc::new(Restarter::new(
+            client.clone(),
+            key,
+            args.restart_min_interval,
+            "keymount-controller",
+        )));
+    }
+    let syncer = Arc::new(syncer);
     ready.store(true, Ordering::Release);
 
     let mut elector = args.leader_elect.then(|| {

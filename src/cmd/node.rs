@@ -21,6 +21,7 @@ use crate::provider::access::OverridePolicy;
 use crate::provider::plugin::PluginClients;
 use crate::provider::version_key::{KeyError, VersionKey};
 use crate::provider::{Providers, builtin};
+use crate::restart::Restarter;
 use crate::shutdown::Background;
 use crate::sync::SecretSync;
 use crate::volume::state::VolumeStates;
@@ -114,10 +115,22 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
     });
     let builtin = args.builtin_settings();
-    let version_key = if builtin.vault_enabled() {
+    let version_key = if builtin.vault_enabled() || args.enable_restart_on_change {
         Some(version_key(&args, kube.as_ref(), &state_dir).await?)
     } else {
         None
+    };
+    let restarter = match (&kube, args.enable_restart_on_change, &version_key) {
+        (Some(client), true, Some(key)) => Some(Arc::new(Restarter::new(
+            client.clone(),
+            key.clone(),
+            args.restart_min_interval,
+            format!("keymount-node/{}", args.node_id),
+        ))),
+        (None, true, _) => {
+            anyhow::bail!("--enable-restart-on-change needs the API server (not --class-dir)")
+        }
+        _ => None,
     };
     let providers =
         builtin::register(Providers::new(plugins), &builtin, kube.clone(), version_key)?;
@@ -163,6 +176,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         if let Some(sync) = sync {
             tracing::info!("Secret sync on: secretObjects are mirrored into Kubernetes Secrets");
             reporter = reporter.with_secret_sync(sync);
+        }
+        if let Some(restarter) = restarter {
+            tracing::info!("restart on change on: classes may ask for their workloads' restart");
+            reporter = reporter.with_restarter(restarter);
         }
         volumes = volumes
             .with_reporter(Arc::new(reporter))

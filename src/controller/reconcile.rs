@@ -25,6 +25,7 @@ use crate::provider::access::OverridePolicy;
 use crate::provider::version_key::VersionKey;
 use crate::provider::{MountInput, Providers};
 use crate::redact::Redacted;
+use crate::restart::{self, Restarter, Setting};
 use crate::volume::publish::{DEFAULT_PERMISSION, PublishError, fetch_for_class, mount_attributes};
 
 /// Annotation of a SecretSync that sets its own refresh interval (`30m`, `0s` for never).
@@ -67,6 +68,8 @@ pub(crate) struct Syncer {
     pub(crate) settings: SyncSettings,
     pub(crate) metrics: Arc<ControllerMetrics>,
     seen: Mutex<HashMap<(String, String), Seen>>,
+    /// Restart on change, when enabled.
+    restarter: Option<Arc<Restarter>>,
 }
 
 /// An error of the reconcile itself (only its own status write); retried soon.
@@ -99,7 +102,14 @@ impl Syncer {
             settings,
             metrics,
             seen: Mutex::new(HashMap::new()),
+            restarter: None,
         }
+    }
+
+    /// Turns on restart on change (`--enable-restart-on-change`).
+    pub(crate) fn with_restarter(mut self, restarter: Arc<Restarter>) -> Self {
+        self.restarter = Some(restarter);
+        self
     }
 
     /// Forgets SecretSyncs that no longer exist (`keep` says which do).
@@ -280,6 +290,7 @@ async fn sync_once(
     }
     desired::check_spec(sync)?;
     ctx.interval(sync)?;
+    let restart_target = restart_target(sync)?;
     let class_name = &sync.spec.secret_provider_class_name;
     let class_id = format!("{namespace}/{class_name}");
     let class = class.ok_or_else(|| Failure {
@@ -387,6 +398,23 @@ async fn sync_once(
         }
     }
     secret::apply(&ctx.client, sync, &want, live).await?;
+    if live.is_some()
+        && let (Some(restarter), Some((kind, name))) = (ctx.restarter.clone(), restart_target)
+    {
+        let (namespace, token) = (namespace.to_owned(), hash.clone());
+        let cause = format!("new content of Secret {id} (SecretSync)");
+        tokio::spawn(async move {
+            match restarter
+                .restart(&namespace, kind, &name, &token, &cause)
+                .await
+            {
+                Ok(done) => {
+                    tracing::info!(workload = %format!("{} {namespace}/{name}", kind.as_str()), result = ?done, "restart on change")
+                }
+                Err(error) => tracing::warn!(%error, "restart on change failed"),
+            }
+        });
+    }
     Ok((
         if live.is_some() {
             Written::Updated
@@ -395,6 +423,23 @@ async fn sync_once(
         },
         hash,
     ))
+}
+
+/// The workload a SecretSync asks to restart when its Secret changes: a named one only (a
+/// SecretSync has no pod, so no owner).
+fn restart_target(sync: &SecretSync) -> Result<Option<(restart::Kind, String)>, Failure> {
+    let refuse = |message: String| Failure {
+        reason: Reason::UserInputValidationFailed,
+        message: format!("SecretSync {}: {message}", sync_id(sync)),
+    };
+    match restart::setting(sync.metadata.annotations.as_ref()).map_err(refuse)? {
+        None => Ok(None),
+        Some(Setting::Named(kind, name)) => Ok(Some((kind, name))),
+        Some(Setting::Owner) => Err(refuse(format!(
+            "annotation {}: owner means the pod's own workload, and a SecretSync has no pod; name it, e.g. Deployment/web",
+            restart::RESTART_ANNOTATION
+        ))),
+    }
 }
 
 /// `v1:` and an HMAC-SHA256, under the controller's key, of the data and of the class and

@@ -3,11 +3,16 @@
 //! background), and, when the sync is on, the class's `secretObjects` as Secrets built from
 //! the files just fetched.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{PodVolume, Reporter, Rotation};
+use crate::class::SecretProviderClass;
 use crate::class::crd::SecretObject;
+use crate::fs::atomic_writer::Payload;
 use crate::provider::ObjectVersion;
+use crate::restart::{self, Restarter, Setting};
 use crate::shutdown::Background;
 use crate::sync::{FileLookup, SecretChange, SecretSync, SyncTarget};
 use crate::volume::events::{
@@ -25,6 +30,10 @@ pub(crate) struct KubeReporter {
     events: PodEvents,
     /// The Secret sync, when enabled.
     secret_sync: Option<SecretSync>,
+    /// Restart on change, when enabled (`--enable-restart-on-change`).
+    restarter: Option<Arc<Restarter>>,
+    /// Where restarts run (joined at shutdown).
+    background: Background,
 }
 
 impl std::fmt::Debug for KubeReporter {
@@ -45,12 +54,21 @@ impl KubeReporter {
             client,
             node_id,
             secret_sync: None,
+            restarter: None,
+            background: Background::default(),
         }
+    }
+
+    /// Turns on restart on change.
+    pub(crate) fn with_restarter(mut self, restarter: Arc<Restarter>) -> Self {
+        self.restarter = Some(restarter);
+        self
     }
 
     /// Runs the event writes among `background`, which the node joins at shutdown.
     pub(crate) fn in_background(mut self, background: Background) -> Self {
-        self.events = self.events.in_background(background);
+        self.events = self.events.in_background(background.clone());
+        self.background = background;
         self
     }
 
@@ -162,6 +180,54 @@ impl Reporter for KubeReporter {
     /// A rotation that swapped content is a Normal event; one that failed, or whose pod
     /// status or record could not be written, a Warning (the MountRotationComplete event, if
     /// any, tells that the files changed).
+    fn content_changed(&self, volume: &PodVolume, class: &SecretProviderClass, files: &[Payload]) {
+        let Some(restarter) = self.restarter.clone() else {
+            return;
+        };
+        let class_id = volume.class_id();
+        let setting = match restart::setting(class.metadata.annotations.as_ref()) {
+            Ok(Some(setting)) => setting,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(class = %class_id, %error, "no restart");
+                return;
+            }
+        };
+        // The token of this content: the same on every node for the same files.
+        let mut parts: Vec<&[u8]> = vec![class_id.as_bytes()];
+        for file in files {
+            parts.push(file.path.as_bytes());
+            parts.push(file.contents.expose());
+        }
+        let token = restarter.token(&parts);
+        let volume = volume.clone();
+        self.background.spawn(async move {
+            let namespace = volume.namespace.clone();
+            let target = match setting {
+                Setting::Named(kind, name) => Some((kind, name)),
+                Setting::Owner => match (volume.pod_name.as_deref(), volume.pod_uid.as_deref()) {
+                    (Some(pod), Some(uid)) => match restarter.owner_of(&namespace, pod, uid).await {
+                        Ok(owner) => owner,
+                        Err(error) => {
+                            tracing::warn!(class = %class_id, %error, "no restart: the pod's owner was not found");
+                            None
+                        }
+                    },
+                    _ => None,
+                },
+            };
+            let Some((kind, name)) = target else {
+                tracing::info!(class = %class_id, pod = volume.pod_name.as_deref().unwrap_or("?"), "no restart: the pod has no Deployment, StatefulSet or DaemonSet");
+                return;
+            };
+            let cause = format!("new content of SecretProviderClass {class_id}");
+            match restarter.restart(&namespace, kind, &name, &token, &cause).await {
+                Ok(done) => tracing::info!(workload = %format!("{} {namespace}/{name}", kind.as_str()), class = %class_id, result = ?done, "restart on change"),
+                Err(error) => tracing::warn!(class = %class_id, %error, "restart on change failed"),
+            }
+        });
+    }
+
     fn rotation(&self, volume: &PodVolume, rotation: Rotation<'_>) {
         let Some(pod) = volume.pod() else {
             return;

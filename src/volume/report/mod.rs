@@ -12,7 +12,9 @@ use async_trait::async_trait;
 
 use super::events::PodRef;
 use super::publish::PublishError;
+use crate::class::SecretProviderClass;
 use crate::class::crd::SecretObject;
+use crate::fs::atomic_writer::Payload;
 use crate::provider::ObjectVersion;
 use crate::sync::FileLookup;
 
@@ -108,6 +110,17 @@ pub(crate) trait Reporter: Send + Sync + std::fmt::Debug {
 
     /// Tells what a rotation did (Events on the pod). Never fails the rotation.
     fn rotation(&self, volume: &PodVolume, rotation: Rotation<'_>);
+
+    /// A rotation swapped in new `files` for a class that may ask for its workload's restart
+    /// (`keymount.io/restart-on-change`): restart it, in the background. Never fails the
+    /// rotation.
+    fn content_changed(
+        &self,
+        _volume: &PodVolume,
+        _class: &SecretProviderClass,
+        _files: &[Payload],
+    ) {
+    }
 }
 
 /// The reporter of local mode: there is no API server to tell.

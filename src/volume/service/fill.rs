@@ -186,6 +186,10 @@ impl VolumeService {
             atomic_writer::write_as(&volume.target, &output.files, fill.group)? == Outcome::Written
         };
         self.sync_secrets(fill, &output, first).await?;
+        if changed && !first && !output.files.is_empty() {
+            self.reporter
+                .content_changed(volume, &fill.class, &output.files);
+        }
         // The status is written after a first mount or a change, and again after a fetch
         // whose status or record was not written (the record says so, or still holds the
         // versions from before).
