@@ -211,6 +211,14 @@ fn bad_values_are_refused_naming_the_key() {
         (json!({"fsGroupPolicy": "file"}), "/fsGroupPolicy"),
         (json!({"fsGroupFromPod": "true"}), "/fsGroupFromPod"),
         (
+            json!({"restartOnChange": {"minInterval": "1 minute"}}),
+            "/restartOnChange/minInterval",
+        ),
+        (
+            json!({"restartOnChange": {"enable": true}}),
+            "'enable' not allowed",
+        ),
+        (
             json!({"controller": {"enabled": true, "replcas": 2}}),
             "'replcas' not allowed",
         ),

@@ -871,3 +871,169 @@ fn the_controller_deployment_passes_only_flags_keymount_controller_knows() {
     }
     assert!(checked > 0, "no value set turns the controller on");
 }
+
+/// The workloads restart on change reads and patches (its pod template annotations).
+fn restart_workload_rules() -> Vec<(String, String, Vec<String>)> {
+    ["deployments", "statefulsets", "daemonsets"]
+        .into_iter()
+        .map(|resource| rule("apps", resource, &["get", "patch"]))
+        .collect()
+}
+
+/// `restartOnChange.enabled`: the node's ClusterRole is exactly the default rules plus `get` on
+/// pods and ReplicaSets (a pod's owner) and get/patch of the workloads (it creates Events
+/// already); the controller's exactly its rules plus get/patch of the workloads and `create` on
+/// Events. Both get the flags; with it off (every other value set) neither the flags nor any
+/// `apps` rule is rendered.
+#[test]
+fn restart_on_change_adds_exactly_its_rules_and_flags() {
+    let default = objects(&render::render(&json!({}), DEPLOY_KUBE_VERSION));
+    let (name, values) = value_sets().pop().unwrap();
+    assert_eq!(name, "restart-on-change");
+    let objs = objects(&render::render(&values, DEPLOY_KUBE_VERSION));
+
+    let default_node = rules(&default, "keymount");
+    assert!(
+        default_node.contains(&rule("", "events", &["create"])),
+        "the node writes Events without restartOnChange: {default_node:?}"
+    );
+    let mut node = default_node.clone();
+    node.push(rule("", "pods", &["get"]));
+    node.push(rule("apps", "replicasets", &["get"]));
+    node.extend(restart_workload_rules());
+    assert_eq!(rules(&objs, "keymount"), node);
+
+    let mut controller = controller_rules();
+    controller.extend(restart_workload_rules());
+    controller.push(rule("", "events", &["create"]));
+    assert_eq!(rules(&objs, "keymount-controller"), controller);
+    assert_eq!(of_kind(&objs, "ClusterRole").len(), 2);
+
+    let a = args(keymount_container(&objs));
+    for flag in ["--enable-restart-on-change", "--restart-min-interval=5m"] {
+        assert!(a.contains(&flag), "{flag} missing from {a:?}");
+    }
+    let c = controller_container(&objs);
+    for (var, expected) in [
+        ("KEYMOUNT_ENABLE_RESTART_ON_CHANGE", "true"),
+        ("KEYMOUNT_RESTART_MIN_INTERVAL", "5m"),
+    ] {
+        let found = env_var(c, var).unwrap_or_else(|| panic!("{var} not set"));
+        assert_eq!(found["value"], expected, "{var}");
+    }
+    assert!(
+        !args(c).iter().any(|f| f.contains("restart")),
+        "the controller's own settings go by environment: {:?}",
+        args(c)
+    );
+
+    // Off: no flag, no variable, no rule of the apps group anywhere.
+    for (name, values) in value_sets() {
+        let on = values["restartOnChange"]["enabled"] == true;
+        let objs = objects(&render::render(&values, DEPLOY_KUBE_VERSION));
+        let a = args(keymount_container(&objs));
+        assert_eq!(
+            a.contains(&"--enable-restart-on-change"),
+            on,
+            "{name}: {a:?}"
+        );
+        assert_eq!(
+            a.iter().any(|f| f.starts_with("--restart-min-interval")),
+            on,
+            "{name}: {a:?}"
+        );
+        if values["controller"]["enabled"] == true {
+            let c = controller_container(&objs);
+            for var in [
+                "KEYMOUNT_ENABLE_RESTART_ON_CHANGE",
+                "KEYMOUNT_RESTART_MIN_INTERVAL",
+            ] {
+                assert_eq!(env_var(c, var).is_some(), on, "{name}: {var}");
+            }
+        }
+        let apps = objs
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|o| o["rules"].as_array().unwrap())
+            .any(|r| r["apiGroups"].as_array().unwrap().contains(&json!("apps")));
+        assert_eq!(apps, on, "{name}: apps rules");
+    }
+}
+
+/// The node's `get` on pods is granted once whether `fsGroupFromPod` grants it or
+/// `restartOnChange` does; without the controller only the node's role changes; the default
+/// least interval is passed as is; and the shared HMAC key (which keys the restart tokens) is
+/// readable with the Vault provider off too, unless `hmacKey.existingSecret` is mounted.
+#[test]
+fn restart_on_change_with_other_values() {
+    let default = objects(&render::render(&json!({}), DEPLOY_KUBE_VERSION));
+    let restart_rules = |mut base: Vec<(String, String, Vec<String>)>, pods: bool| {
+        if pods {
+            base.push(rule("", "pods", &["get"]));
+        }
+        base.push(rule("apps", "replicasets", &["get"]));
+        base.extend(restart_workload_rules());
+        base
+    };
+
+    let from_pod = objects(&render::render(
+        &json!({"fsGroupFromPod": true}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    let both = objects(&render::render(
+        &json!({"fsGroupFromPod": true, "restartOnChange": {"enabled": true}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    assert_eq!(
+        rules(&both, "keymount"),
+        restart_rules(rules(&from_pod, "keymount"), false),
+        "one `get` on pods"
+    );
+    let a = args(keymount_container(&both));
+    for flag in [
+        "--fs-group-from-pod",
+        "--enable-restart-on-change",
+        "--restart-min-interval=1m",
+    ] {
+        assert!(a.contains(&flag), "{flag} missing from {a:?}");
+    }
+
+    let node_only = objects(&render::render(
+        &json!({"restartOnChange": {"enabled": true}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    assert_eq!(
+        rules(&node_only, "keymount"),
+        restart_rules(rules(&default, "keymount"), true)
+    );
+    assert_eq!(of_kind(&node_only, "ClusterRole").len(), 1);
+    assert!(of_kind(&node_only, "Deployment").is_empty());
+
+    let no_vault = objects(&render::render(
+        &json!({"restartOnChange": {"enabled": true}, "builtinProviders": {"vault": {"enabled": false}}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    let role = named(&no_vault, "Role", "keymount-hmac-key").expect("the HMAC key Role");
+    assert_eq!(
+        role["rules"],
+        named(&default, "Role", "keymount-hmac-key").unwrap()["rules"]
+    );
+    let vault_off = objects(&render::render(
+        &json!({"builtinProviders": {"vault": {"enabled": false}}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    assert!(named(&vault_off, "Role", "keymount-hmac-key").is_none());
+    let own_key = objects(&render::render(
+        &json!({"restartOnChange": {"enabled": true}, "hmacKey": {"existingSecret": "keymount-hmac"}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    assert!(of_kind(&own_key, "Role").is_empty());
+    assert!(args(keymount_container(&own_key)).contains(&"--hmac-key-file=/etc/keymount/hmac/key"));
+
+    let none = objects(&render::render(
+        &json!({"restartOnChange": {"enabled": true}, "rbac": {"install": false}}),
+        DEPLOY_KUBE_VERSION,
+    ));
+    assert!(of_kind(&none, "ClusterRole").is_empty() && of_kind(&none, "Role").is_empty());
+    assert!(args(keymount_container(&none)).contains(&"--enable-restart-on-change"));
+}

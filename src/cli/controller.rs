@@ -49,6 +49,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAME")]
     pub(crate) identity: Option<String>,
 
+    /// This replica's pod uid, told to providers as the pod's (as upstream's sync controller
+    /// does); empty when absent.
+    #[arg(long, env = "POD_UID")]
+    pub(crate) pod_uid: Option<String>,
+
     /// How often each Secret is fetched again from its store, unless its SecretSync sets the
     /// `keymount.io/refresh-interval` annotation (`0s`: never; only on change).
     #[arg(long, env = "KEYMOUNT_ROTATION_POLL_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -76,19 +81,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "KEYMOUNT_MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) max_backoff: Duration,
 
-    /// Restart a workload when a rotation changes a synced Secret, for SecretSyncs that ask
-    /// (annotation `keymount.io/restart-on-change`: `Deployment/<name>`, `StatefulSet/<name>`,
-    /// `DaemonSet/<name>`); needs RBAC to patch Deployments, StatefulSets and DaemonSets.
-    #[arg(
-        long,
-        env = "KEYMOUNT_ENABLE_RESTART_ON_CHANGE",
-        default_value_t = false
-    )]
-    pub(crate) enable_restart_on_change: bool,
-
-    /// Least time between two restarts of one workload; a change within it waits its turn.
-    #[arg(long, env = "KEYMOUNT_RESTART_MIN_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
-    pub(crate) restart_min_interval: Duration,
+    #[command(flatten)]
+    pub(crate) restart: super::restart::RestartFlags,
 
     /// How long shutdown waits for syncs in flight after SIGTERM before the Lease is released.
     #[arg(long, env = "KEYMOUNT_SHUTDOWN_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -5,6 +5,7 @@
 mod controller;
 mod node;
 mod providers;
+mod restart;
 mod tools;
 
 use clap::{Parser, Subcommand};

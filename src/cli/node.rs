@@ -97,19 +97,8 @@ pub struct NodeArgs {
     #[arg(long, env = "KEYMOUNT_ENABLE_SECRET_SYNC", default_value_t = false)]
     pub(crate) enable_secret_sync: bool,
 
-    /// Restart a workload when a rotation changes what its pods mount, for classes that ask
-    /// (annotation `keymount.io/restart-on-change`: `owner` or `Deployment/<name>`, ...); needs
-    /// RBAC to get ReplicaSets and patch Deployments, StatefulSets and DaemonSets.
-    #[arg(
-        long,
-        env = "KEYMOUNT_ENABLE_RESTART_ON_CHANGE",
-        default_value_t = false
-    )]
-    pub(crate) enable_restart_on_change: bool,
-
-    /// Least time between two restarts of one workload; a change within it waits its turn.
-    #[arg(long, env = "KEYMOUNT_RESTART_MIN_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
-    pub(crate) restart_min_interval: Duration,
+    #[command(flatten)]
+    pub(crate) restart: super::restart::RestartFlags,
 
     /// On SIGTERM: how long calls in flight may take to finish before the process exits.
     #[arg(long, env = "KEYMOUNT_SHUTDOWN_GRACE_PERIOD", default_value = "20s", value_parser = humantime::parse_duration)]

@@ -89,7 +89,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             args.identity
                 .clone()
                 .unwrap_or_else(|| CONTROLLER_NODE.to_owned()),
-            std::env::var("POD_UID").unwrap_or_default(),
+            args.pod_uid.clone().unwrap_or_default(),
         ),
     };
     let mut syncer = Syncer::new(
@@ -100,12 +100,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         sync_settings,
         metrics.clone(),
     );
-    if args.enable_restart_on_change {
+    if args.restart.enable_restart_on_change {
         tracing::info!("restart on change on: SecretSyncs may ask for a workload's restart");
         syncer = syncer.with_restarter(Arc::new(Restarter::new(
             client.clone(),
             key,
-            args.restart_min_interval,
+            args.restart.restart_min_interval,
             "keymount-controller",
         )));
     }

@@ -115,16 +115,16 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("/var/run/keymount/state"))
     });
     let builtin = args.builtin_settings();
-    let version_key = if builtin.vault_enabled() || args.enable_restart_on_change {
+    let version_key = if builtin.vault_enabled() || args.restart.enable_restart_on_change {
         Some(version_key(&args, kube.as_ref(), &state_dir).await?)
     } else {
         None
     };
-    let restarter = match (&kube, args.enable_restart_on_change, &version_key) {
+    let restarter = match (&kube, args.restart.enable_restart_on_change, &version_key) {
         (Some(client), true, Some(key)) => Some(Arc::new(Restarter::new(
             client.clone(),
             key.clone(),
-            args.restart_min_interval,
+            args.restart.restart_min_interval,
             format!("keymount-node/{}", args.node_id),
         ))),
         (None, true, _) => {

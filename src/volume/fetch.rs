@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::publish_error::PublishError;
+use crate::fs::atomic_writer::Payload;
 use crate::fs::paths;
 use crate::provider::access::{OverrideError, OverridePolicy};
 use crate::provider::tokens::TOKENS_KEY;
@@ -36,6 +37,20 @@ pub(crate) fn mount_attributes(
     Ok(attributes)
 }
 
+/// Every path, mode and size of `files` against `limits`.
+fn check_set(files: &[Payload], limits: &paths::Limits) -> Result<(), paths::PathError> {
+    paths::validate_set(
+        files.iter().map(|f| {
+            (
+                f.path.as_str(),
+                i64::from(f.mode),
+                f.contents.expose().len() as u64,
+            )
+        }),
+        limits,
+    )
+}
+
 /// Calls the provider within `timeout` and validates every returned path against `limits`:
 /// what a publish does before writing (also used by `keymount fetch`).
 pub(crate) async fn fetch_checked(
@@ -57,17 +72,7 @@ pub(crate) async fn fetch_checked(
             provider: provider_name.to_owned(),
             source,
         })?;
-    paths::validate_set(
-        output.files.iter().map(|f| {
-            (
-                f.path.as_str(),
-                i64::from(f.mode),
-                f.contents.expose().len() as u64,
-            )
-        }),
-        limits,
-    )
-    .map_err(|source| PublishError::InvalidFiles {
+    check_set(&output.files, limits).map_err(|source| PublishError::InvalidFiles {
         class: input.class.clone(),
         provider: provider_name.to_owned(),
         source,
@@ -97,17 +102,7 @@ pub(crate) async fn fetch_for_class(
         input.permission,
         max_bytes,
     )?;
-    paths::validate_set(
-        output.files.iter().map(|f| {
-            (
-                f.path.as_str(),
-                i64::from(f.mode),
-                f.contents.expose().len() as u64,
-            )
-        }),
-        limits,
-    )
-    .map_err(|source| PublishError::InvalidTransform {
+    check_set(&output.files, limits).map_err(|source| PublishError::InvalidTransform {
         class: input.class.clone(),
         source,
     })?;

@@ -200,5 +200,13 @@ pub(crate) fn value_sets() -> Vec<(&'static str, serde_json::Value)> {
                 "logFormatJSON": true,
             }),
         ),
+        // Last, so that the sets above keep their indices.
+        (
+            "restart-on-change",
+            serde_json::json!({
+                "restartOnChange": {"enabled": true, "minInterval": "5m"},
+                "controller": {"enabled": true},
+            }),
+        ),
     ]
 }

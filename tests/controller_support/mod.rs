@@ -14,6 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use crate::harness::node::free_port;
 use crate::support::kube::{FIELD_MANAGER, TestKube};
 use crate::support::openbao::OpenBao;
 use crate::support::proc::wait_until;
@@ -219,14 +220,6 @@ impl Bed {
         std::fs::write(&path, config.to_string()).unwrap();
         path
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `keymount controller`; killed when dropped.

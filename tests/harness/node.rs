@@ -63,7 +63,8 @@ pub(crate) struct NodeProcess {
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on loopback right now.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
