@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench controller -- [--syncs N] [--accounts S] [--interval SECONDS]`
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "../tests/controller_support/mod.rs"]
 mod controller_support;
 #[path = "../tests/harness/mod.rs"]
@@ -31,18 +33,10 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     Settings {
-        syncs: value("--syncs", 1000),
-        accounts: value("--accounts", 50),
-        interval: value("--interval", 60) as u64,
+        syncs: args::number("--syncs", 1000),
+        accounts: args::number("--accounts", 50),
+        interval: args::number("--interval", 60) as u64,
     }
 }
 

@@ -30,6 +30,8 @@ use harness::node::{
 use harness::plugin::{FakePlugin, Reply};
 use keymount::proto::csi::NodePublishVolumeRequest;
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/fresh_disk.rs"]
 mod fresh_disk;
 use fresh_disk::FreshDisk;
@@ -42,19 +44,12 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let argv: Vec<String> = std::env::args().collect();
     Settings {
-        volumes: value("--volumes", 1000),
-        concurrency: value("--concurrency", 32),
-        fresh_disk: !args.windows(2).any(|w| w[0] == "--disk" && w[1] == "here"),
-        api: args.iter().any(|a| a == "--api"),
+        volumes: args::number("--volumes", 1000),
+        concurrency: args::number("--concurrency", 32),
+        fresh_disk: !argv.windows(2).any(|w| w[0] == "--disk" && w[1] == "here"),
+        api: argv.iter().any(|a| a == "--api"),
     }
 }
 

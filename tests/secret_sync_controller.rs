@@ -628,3 +628,36 @@ async fn extract_fills_every_key_from_vault_and_from_aws_secrets_manager() {
         Some("https://api.shop")
     );
 }
+
+#[tokio::test]
+async fn a_zero_refresh_interval_syncs_only_on_change_despite_its_own_status_writes() {
+    let bed = Bed::new("ctl-zero").await;
+    bed.bao
+        .kv2_put(
+            "secret",
+            "db",
+            json!({"username": "admin", "password": "pw-zero-1"}),
+        )
+        .await;
+    let controller = bed.controller(&["--rotation-poll-interval=1h"]).await;
+    let mut body = bed.secret_sync("quiet");
+    body["metadata"]["annotations"] = json!({"keymount.io/refresh-interval": "0s"});
+    bed.apply(&body).await;
+    bed.wait_ready("quiet", "True").await;
+    // Each status write comes back as a watch event; none of them may fetch again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        controller.syncs("").await,
+        1,
+        "synced again without a change"
+    );
+    body["spec"]["forceSynchronization"] = "1".into();
+    bed.apply(&body).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            controller.syncs("").await == 2
+        })
+        .await,
+        "a spec change did not sync"
+    );
+}

@@ -20,6 +20,7 @@ use super::metrics::ControllerMetrics;
 use super::outcome::{self, Failure, Outcome, Reason, Written};
 use super::secret;
 use crate::class::SecretProviderClass;
+use crate::fs::atomic_writer::Payload;
 use crate::fs::paths::Limits;
 use crate::provider::access::OverridePolicy;
 use crate::provider::version_key::VersionKey;
@@ -51,11 +52,12 @@ pub(crate) struct SyncSettings {
     pub(crate) pod: (String, String),
 }
 
-/// What was last seen of one SecretSync and when it is due again.
+/// What was last seen of one SecretSync and when it is due again (`None`: only when its
+/// fingerprint changes, for a `0s` interval).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     fingerprint: Vec<String>,
-    due: Instant,
+    due: Option<Instant>,
     failures: u32,
 }
 
@@ -187,9 +189,12 @@ pub(crate) async fn reconcile(
     let now = Instant::now();
     if let Some(seen) = ctx.seen.lock().expect("seen lock").get(&key)
         && seen.fingerprint == fingerprint
-        && seen.due > now
     {
-        return Ok(Action::requeue(seen.due - now));
+        match seen.due {
+            None => return Ok(Action::await_change()),
+            Some(due) if due > now => return Ok(Action::requeue(due - now)),
+            Some(_) => {}
+        }
     }
 
     let started = Instant::now();
@@ -234,19 +239,16 @@ pub(crate) async fn reconcile(
     } else {
         tracing::info!(secretsync = %sync_id(&sync), result = ?outcome.as_ref().ok(), "synced");
     }
+    let due = (!wait.is_zero()).then(|| now + wait);
     seen.insert(
         key,
         Seen {
             fingerprint,
-            due: now + wait,
+            due,
             failures,
         },
     );
-    Ok(if wait.is_zero() {
-        Action::await_change()
-    } else {
-        Action::requeue(wait)
-    })
+    Ok(due.map_or_else(Action::await_change, |_| Action::requeue(wait)))
 }
 
 /// What, besides time, makes a SecretSync due at once: its spec, its force value, its class.
@@ -297,88 +299,8 @@ async fn sync_once(
         reason: Reason::ControllerSPCError,
         message: format!("SecretSync {id}: SecretProviderClass {class_id} not found (it must be in the SecretSync's namespace)"),
     })?;
-    let spc_error = |message: String| Failure {
-        reason: Reason::ControllerSPCError,
-        message: format!("SecretSync {id}: SecretProviderClass {class_id}: {message}"),
-    };
-    let provider_name = class
-        .spec
-        .provider
-        .clone()
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| spc_error("no spec.provider".into()))?;
-    let provider = ctx
-        .providers
-        .resolve(&provider_name)
-        .map_err(|e| spc_error(e.to_string()))?;
-    let parameters = class.spec.parameters.clone().unwrap_or_default();
-    let mut audiences = provider.token_audiences(&parameters);
-    if audiences.is_empty() {
-        audiences = ctx.settings.plugin_audiences.clone();
-    }
-    let service_account = &sync.spec.service_account_name;
-    let tokens = ctx
-        .tokens
-        .tokens(namespace, service_account, &audiences)
-        .await?;
-    let context: BTreeMap<String, String> = [
-        ("secretProviderClass", class_name.as_str()),
-        ("csi.storage.k8s.io/pod.name", ctx.settings.pod.0.as_str()),
-        ("csi.storage.k8s.io/pod.uid", ctx.settings.pod.1.as_str()),
-        ("csi.storage.k8s.io/pod.namespace", namespace),
-        ("csi.storage.k8s.io/serviceAccount.name", service_account),
-        ("csi.storage.k8s.io/ephemeral", "false"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let attributes = mount_attributes(
-        parameters,
-        &context,
-        (&provider_name, provider.as_ref()),
-        &OverridePolicy::default(),
-    )
-    .map_err(|e| spc_error(e.to_string()))?;
-    let input = MountInput {
-        class: class_id.clone(),
-        attributes,
-        tokens,
-        secrets: Redacted::new(BTreeMap::new()),
-        target_path: PathBuf::from(TARGET_PATH),
-        permission: DEFAULT_PERMISSION,
-        current_versions: Vec::new(),
-    };
-    let output = fetch_for_class(
-        provider.as_ref(),
-        &input,
-        &provider_name,
-        ctx.settings.provider_timeout,
-        &ctx.settings.limits,
-        class.metadata.annotations.as_ref(),
-    )
-    .await
-    .map_err(|e| Failure {
-        // The class's extract or templates are the class author's: the class is misconfigured.
-        reason: match e {
-            PublishError::Transform(_) | PublishError::InvalidTransform { .. } => {
-                Reason::ControllerSPCError
-            }
-            _ => Reason::ProviderError,
-        },
-        message: format!(
-            "SecretSync {id} (ServiceAccount {namespace}/{service_account}): {}",
-            crate::text::error_chain(&e)
-        ),
-    })?;
-    if output.files.is_empty() {
-        return Err(Failure {
-            reason: Reason::ProviderError,
-            message: format!(
-                "SecretSync {id}: provider {provider_name} of class {class_id} returned no files (a plugin that writes files itself cannot fill a Secret)"
-            ),
-        });
-    }
-    let want = desired::build(sync, &class_id, &output.files)?;
+    let files = fetch(ctx, sync, class, &class_id).await?;
+    let want = desired::build(sync, &class_id, &files)?;
     let hash = sync_hash(&ctx.key, sync, class, &want);
     if let Some(live) = live {
         let asked = &want.type_;
@@ -423,6 +345,101 @@ async fn sync_once(
         },
         hash,
     ))
+}
+
+/// The class's files for this SecretSync: its provider asked with a token of the SecretSync's
+/// ServiceAccount, then the class's extract and templates.
+async fn fetch(
+    ctx: &Syncer,
+    sync: &SecretSync,
+    class: &SecretProviderClass,
+    class_id: &str,
+) -> Result<Vec<Payload>, Failure> {
+    let id = sync_id(sync);
+    let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
+    let class_name = &sync.spec.secret_provider_class_name;
+    let spc_error = |message: String| Failure {
+        reason: Reason::ControllerSPCError,
+        message: format!("SecretSync {id}: SecretProviderClass {class_id}: {message}"),
+    };
+    let provider_name = class
+        .spec
+        .provider
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| spc_error("no spec.provider".into()))?;
+    let provider = ctx
+        .providers
+        .resolve(&provider_name)
+        .map_err(|e| spc_error(e.to_string()))?;
+    let parameters = class.spec.parameters.clone().unwrap_or_default();
+    let mut audiences = provider.token_audiences(&parameters);
+    if audiences.is_empty() {
+        audiences = ctx.settings.plugin_audiences.clone();
+    }
+    let service_account = &sync.spec.service_account_name;
+    let tokens = ctx
+        .tokens
+        .tokens(namespace, service_account, &audiences)
+        .await?;
+    let context: BTreeMap<String, String> = [
+        ("secretProviderClass", class_name.as_str()),
+        ("csi.storage.k8s.io/pod.name", ctx.settings.pod.0.as_str()),
+        ("csi.storage.k8s.io/pod.uid", ctx.settings.pod.1.as_str()),
+        ("csi.storage.k8s.io/pod.namespace", namespace),
+        ("csi.storage.k8s.io/serviceAccount.name", service_account),
+        ("csi.storage.k8s.io/ephemeral", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let attributes = mount_attributes(
+        parameters,
+        &context,
+        (&provider_name, provider.as_ref()),
+        &OverridePolicy::default(),
+    )
+    .map_err(|e| spc_error(e.to_string()))?;
+    let input = MountInput {
+        class: class_id.to_owned(),
+        attributes,
+        tokens,
+        secrets: Redacted::new(BTreeMap::new()),
+        target_path: PathBuf::from(TARGET_PATH),
+        permission: DEFAULT_PERMISSION,
+        current_versions: Vec::new(),
+    };
+    let output = fetch_for_class(
+        provider.as_ref(),
+        &input,
+        &provider_name,
+        ctx.settings.provider_timeout,
+        &ctx.settings.limits,
+        class.metadata.annotations.as_ref(),
+    )
+    .await
+    .map_err(|e| Failure {
+        // The class's extract or templates are the class author's: the class is misconfigured.
+        reason: match e {
+            PublishError::Transform(_) | PublishError::InvalidTransform { .. } => {
+                Reason::ControllerSPCError
+            }
+            _ => Reason::ProviderError,
+        },
+        message: format!(
+            "SecretSync {id} (ServiceAccount {namespace}/{service_account}): {}",
+            crate::text::error_chain(&e)
+        ),
+    })?;
+    if output.files.is_empty() {
+        return Err(Failure {
+            reason: Reason::ProviderError,
+            message: format!(
+                "SecretSync {id}: provider {provider_name} of class {class_id} returned no files (a plugin that writes files itself cannot fill a Secret)"
+            ),
+        });
+    }
+    Ok(output.files)
 }
 
 /// The workload a SecretSync asks to restart when its Secret changes: a named one only (a

@@ -39,15 +39,7 @@ pub(crate) fn holds(live: &Secret, want: &DesiredSecret) -> bool {
                 .iter()
                 .all(|(k, v)| data.get(k).is_some_and(|have| have.0 == *v.expose()))
     });
-    let contains = |have: Option<&std::collections::BTreeMap<String, String>>,
-                    need: &std::collections::BTreeMap<String, String>| {
-        need.iter()
-            .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
-    };
-    data_same
-        && live.type_.as_deref().unwrap_or("Opaque") == want.type_
-        && contains(live.metadata.labels.as_ref(), &want.labels)
-        && contains(live.metadata.annotations.as_ref(), &want.annotations)
+    data_same && crate::sync::apply::carries(live, &want.type_, &want.labels, &want.annotations)
 }
 
 /// One server-side apply of the whole Secret, owned by the SecretSync. When it exists, its

@@ -71,21 +71,32 @@ pub(crate) async fn pod_owners(
     }])
 }
 
-/// True when `live` already holds everything `want` asks for.
-fn satisfied(live: &Secret, want: &DesiredSecret, owners: &[OwnerReference]) -> bool {
+/// True when `live` has type `type_` and every one of `labels` and `annotations` (other
+/// writers' may be there too): the metadata half of "already holds what is asked".
+pub(crate) fn carries(
+    live: &Secret,
+    type_: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
     let contains = |have: Option<&BTreeMap<String, String>>, need: &BTreeMap<String, String>| {
         need.iter()
             .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
     };
+    live.type_.as_deref().unwrap_or("Opaque") == type_
+        && contains(live.metadata.labels.as_ref(), labels)
+        && contains(live.metadata.annotations.as_ref(), annotations)
+}
+
+/// True when `live` already holds everything `want` asks for.
+fn satisfied(live: &Secret, want: &DesiredSecret, owners: &[OwnerReference]) -> bool {
     let live_data = live.data.as_ref();
     let live_owners = live
         .metadata
         .owner_references
         .as_deref()
         .unwrap_or_default();
-    live.type_.as_deref() == Some(want.type_.as_str())
-        && contains(live.metadata.labels.as_ref(), &want.labels)
-        && contains(live.metadata.annotations.as_ref(), &want.annotations)
+    carries(live, &want.type_, &want.labels, &want.annotations)
         && want
             .data
             .expose()

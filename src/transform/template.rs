@@ -44,7 +44,10 @@ pub struct TemplateError {
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Dot,
-    Field(String),
+    /// `.a.b`: a chain of field names, with no space inside.
+    Fields(Vec<String>),
+    /// The same written right after `)`: it applies to the parenthesised value.
+    Chain(Vec<String>),
     Ident(String),
     Str(String),
     Int(i64),
@@ -180,8 +183,11 @@ impl Template {
     ) -> Result<Redacted<Vec<u8>>, TemplateError> {
         let mut out = Vec::new();
         for node in &self.nodes {
-            match node {
-                Node::Text(text) => out.extend_from_slice(text.as_bytes()),
+            let offset = match node {
+                Node::Text(text) => {
+                    out.extend_from_slice(text.as_bytes());
+                    0
+                }
                 Node::Action(pipeline, offset) => {
                     let fail = |reason: String| {
                         let (line, column) = position(&self.source, *offset);
@@ -191,12 +197,13 @@ impl Template {
                             reason,
                         }
                     };
-                    let value = eval_pipeline(pipeline, data).map_err(fail)?;
-                    print(&value, &mut out).map_err(fail)?;
+                    let value = eval_pipeline(pipeline, data, max_bytes).map_err(fail)?;
+                    out.extend(text(value, "printing").map_err(fail)?);
+                    *offset
                 }
-            }
+            };
             if out.len() > max_bytes {
-                let (line, column) = position(&self.source, 0);
+                let (line, column) = position(&self.source, offset);
                 return Err(TemplateError {
                     line,
                     column,
@@ -250,6 +257,7 @@ fn lex(text: &str) -> Result<Vec<Token>, (usize, String)> {
                 i += 1;
             }
             '.' => {
+                let after_group = i > 0 && chars[i - 1].1 == ')';
                 let mut fields = Vec::new();
                 while i < chars.len() && chars[i].1 == '.' {
                     let start = i + 1;
@@ -266,9 +274,10 @@ fn lex(text: &str) -> Result<Vec<Token>, (usize, String)> {
                 if fields.is_empty() {
                     tokens.push(Token::Dot);
                     i += 1;
+                } else if after_group {
+                    tokens.push(Token::Chain(fields));
                 } else {
-                    tokens.extend(fields.into_iter().map(Token::Field));
-                    // Fields after the first apply to the value before them.
+                    tokens.push(Token::Fields(fields));
                 }
             }
             '"' => {
@@ -365,15 +374,8 @@ impl Parser<'_> {
             let operand = match token {
                 Token::Pipe | Token::Close => break,
                 Token::Dot => Operand::Dot,
-                Token::Field(_) => {
-                    let mut fields = Vec::new();
-                    while let Some(Token::Field(f)) = self.tokens.get(self.at) {
-                        fields.push(f.clone());
-                        self.at += 1;
-                    }
-                    operands.push(Operand::Fields(fields));
-                    continue;
-                }
+                Token::Fields(fields) => Operand::Fields(fields.clone()),
+                Token::Chain(_) => return Err("a field chain must follow a value".into()),
                 Token::Str(s) => Operand::Str(s.clone()),
                 Token::Int(n) => Operand::Int(*n),
                 Token::Ident(name) => {
@@ -396,12 +398,14 @@ impl Parser<'_> {
                     if self.tokens.get(self.at) != Some(&Token::Close) {
                         return Err("missing )".into());
                     }
-                    let mut fields = Vec::new();
                     self.at += 1;
-                    while let Some(Token::Field(f)) = self.tokens.get(self.at) {
-                        fields.push(f.clone());
-                        self.at += 1;
-                    }
+                    let fields = match self.tokens.get(self.at) {
+                        Some(Token::Chain(fields)) => {
+                            self.at += 1;
+                            fields.clone()
+                        }
+                        _ => Vec::new(),
+                    };
                     operands.push(Operand::Group(inner, fields));
                     continue;
                 }
@@ -422,23 +426,24 @@ impl Parser<'_> {
 fn eval_pipeline(
     pipeline: &[Command],
     data: &BTreeMap<String, Redacted<Vec<u8>>>,
+    max: usize,
 ) -> Result<Value, String> {
     let mut piped: Option<Value> = None;
     for command in pipeline {
         let mut args = Vec::new();
         for operand in &command[1..] {
-            args.push(eval_operand(operand, data)?);
+            args.push(eval_operand(operand, data, max)?);
         }
         let value = match &command[0] {
             Operand::Call(name) => {
                 args.extend(piped.take());
-                call(name, args, data)?
+                call(name, args, data, max)?
             }
             other => {
                 if piped.is_some() {
                     return Err("only a function can follow |".into());
                 }
-                eval_operand(other, data)?
+                eval_operand(other, data, max)?
             }
         };
         piped = Some(value);
@@ -449,6 +454,7 @@ fn eval_pipeline(
 fn eval_operand(
     operand: &Operand,
     data: &BTreeMap<String, Redacted<Vec<u8>>>,
+    max: usize,
 ) -> Result<Value, String> {
     Ok(match operand {
         Operand::Dot => Value::Root,
@@ -458,10 +464,10 @@ fn eval_operand(
             .iter()
             .try_fold(Value::Root, |v, f| lookup(v, f, data))?,
         Operand::Group(inner, fields) => {
-            let v = eval_pipeline(inner, data)?;
+            let v = eval_pipeline(inner, data, max)?;
             fields.iter().try_fold(v, |v, f| lookup(v, f, data))?
         }
-        Operand::Call(name) => call(name, Vec::new(), data)?,
+        Operand::Call(name) => call(name, Vec::new(), data, max)?,
     })
 }
 
@@ -501,10 +507,29 @@ fn utf8(bytes: Vec<u8>, function: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{function}: the value is not UTF-8 text"))
 }
 
+/// Calls function `name`; a result of more than `max` bytes is refused, and `print` and
+/// `replace` refuse before they build one (a class author must not make the node allocate
+/// without bound: a template is short, its inputs can be megabytes).
 fn call(
+    name: &str,
+    args: Vec<Value>,
+    data: &BTreeMap<String, Redacted<Vec<u8>>>,
+    max: usize,
+) -> Result<Value, String> {
+    let value = call_unbounded(name, args, data, max)?;
+    if let Value::Bytes(b) = &value
+        && b.len() > max
+    {
+        return Err(format!("{name}: the result is larger than {max} bytes"));
+    }
+    Ok(value)
+}
+
+fn call_unbounded(
     name: &str,
     mut args: Vec<Value>,
     data: &BTreeMap<String, Redacted<Vec<u8>>>,
+    max: usize,
 ) -> Result<Value, String> {
     let arity = |n: usize, args: &[Value]| {
         if args.len() == n {
@@ -561,6 +586,9 @@ fn call(
             let mut out = Vec::new();
             for arg in args {
                 out.extend(text(arg, name)?);
+                if out.len() > max {
+                    return Err(format!("print: the result is larger than {max} bytes"));
+                }
             }
             Ok(Value::Bytes(out))
         }
@@ -609,6 +637,14 @@ fn call(
             if old.is_empty() {
                 return Err("replace: the text to replace is empty".into());
             }
+            let count = s.matches(old.as_str()).count();
+            let size =
+                (s.len() - count * old.len()).saturating_add(count.saturating_mul(new.len()));
+            if size > max {
+                return Err(format!(
+                    "replace: the result would be larger than {max} bytes"
+                ));
+            }
             Ok(Value::Bytes(s.replace(&old, &new).into_bytes()))
         }
         "quote" | "toJson" => {
@@ -629,11 +665,6 @@ fn call(
         }
         other => Err(format!("unknown function {other:?}")),
     }
-}
-
-fn print(value: &Value, out: &mut Vec<u8>) -> Result<(), String> {
-    out.extend(text(value.clone(), "printing")?);
-    Ok(())
 }
 
 #[cfg(test)]

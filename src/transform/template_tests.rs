@@ -32,6 +32,11 @@ fn fields_index_and_text() {
         "postgres://app:s3cr3t@db.local:5432/app"
     );
     assert_eq!(render("{{.username}}", &d).unwrap(), "app");
+    // Two operands, not a chain: `.a .b` is not `.a.b`.
+    assert_eq!(
+        render("{{ print .username \"@\" .password }}", &d).unwrap(),
+        "app@s3cr3t"
+    );
 }
 
 #[test]
@@ -129,4 +134,34 @@ fn output_past_the_limit_is_refused() {
     let t = Template::parse("{{ .a }}{{ .a }}").unwrap();
     let e = t.render(&data(&[("a", "0123456789")]), 15).unwrap_err();
     assert!(e.reason.contains("larger than 15 bytes"), "{e}");
+}
+
+#[test]
+fn functions_that_grow_their_input_are_refused_before_they_build_past_the_limit() {
+    let d = [("a", "aaaaaaaaaa")];
+    let t = |s: &str| Template::parse(s).unwrap().render(&data(&d), 64);
+    let e = t(r#"{{ replace "a" "0123456789" .a }}"#).unwrap_err();
+    assert!(
+        e.reason
+            .contains("replace: the result would be larger than 64 bytes"),
+        "{e}"
+    );
+    let e = t("{{ print .a .a .a .a .a .a .a }}").unwrap_err();
+    assert!(
+        e.reason
+            .contains("print: the result is larger than 64 bytes"),
+        "{e}"
+    );
+    let e = t("{{ print .a .a .a .a .a | b64enc }}").unwrap_err();
+    assert!(
+        e.reason
+            .contains("b64enc: the result is larger than 64 bytes"),
+        "{e}"
+    );
+    let e = t("x\n  {{ .a }}{{ .a }}{{ .a }}{{ .a }}{{ .a }}{{ .a }}{{ .a }}").unwrap_err();
+    assert_eq!(
+        (e.line, e.column),
+        (2, 51),
+        "the seventh action crossed the limit: {e}"
+    );
 }

@@ -206,18 +206,10 @@ impl Bed {
         namespace: &str,
         name: &str,
     ) -> PathBuf {
-        use base64::Engine as _;
         let token = self.kube.request_token(namespace, name, &[], None).await;
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.kube.ca_pem());
-        let config = json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.kube.api_url(), "certificate-authority-data": ca}}],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
-            "current-context": "sa",
-        });
+        let config = self.kube.token_kubeconfig(&token, Some(namespace));
         let path = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&path, config.to_string()).unwrap();
+        std::fs::write(&path, config).unwrap();
         path
     }
 }

@@ -138,6 +138,25 @@ impl TestKube {
         &self.api_url
     }
 
+    /// A kubeconfig (JSON, which kubeconfig readers take as YAML) that authenticates with
+    /// `token`, defaulting to `namespace` when one is given.
+    pub(crate) fn token_kubeconfig(&self, token: &str, namespace: Option<&str>) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
+        let mut context = serde_json::json!({"cluster": "test", "user": "token"});
+        if let Some(ns) = namespace {
+            context["namespace"] = ns.into();
+        }
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": self.api_url(), "certificate-authority-data": ca}}],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": context}],
+            "current-context": "test",
+        })
+        .to_string()
+    }
+
     /// PEM of the CA that signed the API server's serving certificate.
     pub(crate) fn ca_pem(&self) -> &str {
         &self.ca_pem

@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use keymount::class::SecretProviderClass;
 use keymount::proto::csi::NodePublishVolumeRequest;
@@ -303,12 +302,7 @@ impl Bed {
             .kube
             .request_token(&self.ns, "keymount-node", &[], None)
             .await;
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.kube.ca_pem());
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
-             users:\n- name: node\n  user:\n    token: {token}\ncontexts:\n- name: t\n  context: {{cluster: t, user: node}}\ncurrent-context: t\n",
-            self.kube.api_url()
-        );
+        let kubeconfig = self.kube.token_kubeconfig(&token, None);
         let path = self.work.path().join("node.kubeconfig");
         std::fs::write(&path, kubeconfig).unwrap();
         path
