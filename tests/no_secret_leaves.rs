@@ -273,9 +273,9 @@ async fn no_value_token_or_unkeyed_hash_in_logs_metrics_api_objects_journal_or_e
         needles.add("an OpenBao client token", token);
     }
     let kubeconfig = std::fs::read_to_string(bed.work.path().join("node.kubeconfig")).unwrap();
-    let api_token = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token: "))
+    let kubeconfig: serde_json::Value = serde_yaml::from_str(&kubeconfig).unwrap();
+    let api_token = kubeconfig["users"][0]["user"]["token"]
+        .as_str()
         .expect("the node's kubeconfig has a token");
     needles.jwt("the node's own API token", api_token);
     needles.add("the HMAC key of object versions", RESTRICTED_HMAC_KEY);
